@@ -1,0 +1,46 @@
+# Every target sets up .venv first (once; re-running only reinstalls when pyproject.toml changes).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch wheels: CPU/CUDA build as your platform's pip resolves them; override e.g. TORCH="torch torchvision".
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+
+.PHONY: setup train quickstart test test-fast lint format sample clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e '.[dev,corruptions]'
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install the project (idempotent)
+
+train: setup  ## the real run on Imagenette-160 (downloads it if missing)
+	$(BIN)/imagenette fit --config configs/imagenette.yaml
+
+quickstart: setup  ## a one-minute run on the sample shipped in the repo
+	$(BIN)/imagenette fit --config configs/quickstart.yaml
+
+test: setup  ## the whole test suite (full-data tests skip without ../shared/data/imagenette2-160)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup  ## the quick tests only
+	$(BIN)/python -m pytest -m "not slow and not full_data" $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+sample: setup  ## re-pick data/sample from the full data set
+	$(BIN)/python scripts/make_sample.py --source $${IMAGENETTE_DATA:-../shared/data/imagenette2-160}
+
+clean:
+	rm -rf outputs .pytest_cache .ruff_cache

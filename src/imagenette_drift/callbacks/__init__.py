@@ -1,0 +1,5 @@
+"""Lightning callbacks of the project."""
+
+from imagenette_drift.callbacks.prediction_writer import PredictionWriter
+
+__all__ = ["PredictionWriter"]

@@ -1,0 +1,64 @@
+"""The model card: what a checkpoint carries besides weights, as plain data a weights-only load can read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+CHECKPOINT_KEY = "imagenette_drift"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Everything besides weights that serving and monitoring need, as stored in the checkpoint."""
+
+    model_name: str
+    class_names: tuple[str, ...]
+    wnids: tuple[str, ...]
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    timm_kwargs: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    drift: dict[str, Any] | None = None
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict (lists, not tuples) that `torch.load(weights_only=True)` reads back."""
+        return {
+            "format_version": self.format_version,
+            "model_name": self.model_name,
+            "class_names": list(self.class_names),
+            "wnids": list(self.wnids),
+            "image_size": self.image_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "timm_kwargs": dict(self.timm_kwargs),
+            "metrics": dict(self.metrics),
+            "drift": self.drift,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(
+                f"Checkpoint format version {version} is not supported (this version reads {FORMAT_VERSION}); "
+                "retrain or upgrade imagenette-drift."
+            )
+        return cls(
+            model_name=data["model_name"],
+            class_names=tuple(data["class_names"]),
+            wnids=tuple(data["wnids"]),
+            image_size=int(data["image_size"]),
+            mean=tuple(data["mean"]),
+            std=tuple(data["std"]),
+            timm_kwargs=dict(data.get("timm_kwargs") or {}),
+            metrics=dict(data.get("metrics") or {}),
+            drift=data.get("drift"),
+        )

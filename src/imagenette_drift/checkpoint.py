@@ -1,0 +1,105 @@
+"""The checkpoint contract: what a `.ckpt` carries besides weights, and loading it safely for inference.
+
+A checkpoint written by `imagenette fit` holds, under `checkpoint["imagenette_drift"]`, a *model card*: the
+timm model name, class names and wnids, the eval input size and normalisation, the training metrics, and
+the drift reference (`None` until the drift callback stores one). Everything is plain tensors, numbers,
+strings, lists and dicts, so `torch.load(weights_only=True)` can read it: loading never unpickles objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from imagenette_drift.card import CHECKPOINT_KEY, ModelCard
+from imagenette_drift.data.images import build_eval_transform
+from imagenette_drift.models.net import ImagenetteNet
+
+STATE_PREFIX = "net."
+
+
+@dataclass
+class InferenceModel:
+    """A network in eval mode with its card and eval transform, loaded from a checkpoint file alone."""
+
+    net: nn.Module
+    card: ModelCard
+    sha256: str
+
+    @property
+    def transform(self):
+        """The training eval transform (uint8 (3, H, W) in, uint8 (3, S, S) out)."""
+        return build_eval_transform(self.card.image_size)
+
+    @torch.inference_mode()
+    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities (B, C) for a uint8 batch already passed through `transform`."""
+        return self.net(images).float().softmax(dim=1)
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """`torch.load(path, weights_only=True)` with errors that say what is wrong with the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint {path} does not exist. Train one with `imagenette fit`.")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "global" not in str(e).lower():  # "Unsupported global" / "unsupported GLOBAL": a refused object
+            raise ValueError(
+                f"{path} is not a readable PyTorch checkpoint (corrupt or another format): {e}"
+            ) from e
+        raise ValueError(
+            f"{path} holds objects that a weights-only load refuses to unpickle (it may be malicious, or not "
+            f"written by imagenette-drift). Only load checkpoints from sources you trust. Detail: {e}"
+        ) from e
+    except (RuntimeError, EOFError, OSError) as e:
+        raise ValueError(
+            f"{path} is not a readable PyTorch checkpoint (truncated or another format): {e}"
+        ) from e
+    if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint or "state_dict" not in checkpoint:
+        raise ValueError(
+            f"{path} is a PyTorch file but not an imagenette-drift checkpoint (no '{CHECKPOINT_KEY}' model card "
+            "or 'state_dict'). Use a .ckpt written by `imagenette fit`."
+        )
+    return checkpoint
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_for_inference(
+    path: str | Path, map_location: str | torch.device = "cpu", channels_last: bool = True
+) -> InferenceModel:
+    """Build the network described by a checkpoint's model card and load its weights, in eval mode."""
+    checkpoint = read_checkpoint(path, map_location)
+    card = ModelCard.from_dict(checkpoint[CHECKPOINT_KEY])
+    net = ImagenetteNet(
+        card.model_name,
+        card.num_classes,
+        pretrained=False,
+        channels_last=channels_last,
+        mean=card.mean,
+        std=card.std,
+        **card.timm_kwargs,
+    )
+    state = {
+        k.removeprefix(STATE_PREFIX): v
+        for k, v in checkpoint["state_dict"].items()
+        if k.startswith(STATE_PREFIX)
+    }
+    net.load_state_dict(state)
+    net.to(map_location).eval()
+    return InferenceModel(net=net, card=card, sha256=file_sha256(path))

@@ -1,0 +1,168 @@
+"""LightningDataModule for Imagenette-160 v2: official val as the test set, validation carved from train."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import lightning.pytorch as pl
+from torch.utils.data import DataLoader
+
+from imagenette_drift.classes import NUM_CLASSES
+from imagenette_drift.data.dataset import ImageFileDataset, verify_images
+from imagenette_drift.data.download import (
+    IMAGENETTE_160_MD5,
+    IMAGENETTE_160_URL,
+    _missing_data_message,
+    download_imagenette,
+)
+from imagenette_drift.data.images import build_eval_transform, build_train_transform
+from imagenette_drift.data.layout import Split, apply_noisy_labels, list_images, scan_split, stratified_holdout
+
+DEFAULT_ROOT = Path("data/imagenette2-160")
+ROOT_ENV_VAR = "IMAGENETTE_DATA"
+
+
+def resolve_root(root: str | Path | None) -> Path:
+    """`root` if given, else `$IMAGENETTE_DATA`, else `data/imagenette2-160`."""
+    if root is not None:
+        return Path(root)
+    return Path(os.environ.get(ROOT_ENV_VAR) or DEFAULT_ROOT)
+
+
+class ImagenetteDataModule(pl.LightningDataModule):
+    """Imagenette-160 v2 in the official layout.
+
+    Splits: `train` minus a stratified, seeded `val_fraction` is the training set; that held-out part is the
+    validation set (checkpoint selection, drift reference); the official `val` folder is the *test* set, so
+    reported test accuracy is never selected on. Images are uint8 tensors; normalisation happens in the model.
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        image_size: int = 160,
+        train_image_size: int = 128,
+        min_scale: float = 0.35,
+        hflip: bool = True,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        noisy_labels: Literal[0, 1, 5, 25, 50] = 0,
+        predict_dir: str | None = None,
+        verify: bool = True,
+        download: bool = True,
+        url: str = IMAGENETTE_160_URL,
+        md5: str | None = IMAGENETTE_160_MD5,
+    ) -> None:
+        """Args:
+        root: imagenette2-160 folder; default `$IMAGENETTE_DATA`, else `data/imagenette2-160`.
+        batch_size: training batch size per device.
+        eval_batch_size: batch size for validate/test/predict (default: 2x batch_size).
+        num_workers: DataLoader worker processes (0 decodes in the main process).
+        image_size: evaluation resolution (short side resize + centre crop); recorded in the checkpoint.
+        train_image_size: training crop resolution (lower than image_size exploits the train/test
+            resolution discrepancy).
+        min_scale: smallest area fraction of RandomResizedCrop.
+        hflip: random horizontal flips during training.
+        val_fraction: per-class fraction of train held out as the validation split (0 trains on all of it).
+        split_seed: seed of the held-out split, fixed so runs compare.
+        noisy_labels: percentage of noisy training labels from noisy_imagenette.csv (0 = clean).
+        predict_dir: any folder of images to predict on; default: the test split.
+        verify: check every image header before training, so a bad file fails at once, with its path.
+        download: download the official archive when the root does not exist.
+        url: archive URL used when downloading.
+        md5: expected MD5 of the archive (None skips the check).
+        """
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}.")
+        if not 0.0 < min_scale <= 1.0:
+            raise ValueError(f"min_scale must be in (0, 1], got {min_scale}.")
+        self.root = resolve_root(root)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or 2 * batch_size
+        self.num_workers = num_workers
+        self.image_size = image_size
+        self.train_image_size = train_image_size
+        self.min_scale = min_scale
+        self.hflip = hflip
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
+        self.noisy_labels = noisy_labels
+        self.predict_dir = Path(predict_dir) if predict_dir else None
+        self.verify = verify
+        self.download = download
+        self.url = url
+        self.md5 = md5
+        self.splits: dict[str, Split] = {}
+
+    @property
+    def num_classes(self) -> int:
+        return NUM_CLASSES
+
+    def prepare_data(self) -> None:
+        """Download the archive once (rank 0) when the root is missing."""
+        if self.root.exists():
+            return
+        if not self.download:
+            raise FileNotFoundError(_missing_data_message(self.root, "download=False"))
+        download_imagenette(self.root, self.url, self.md5)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Scan and validate the layout, carve the held-out split, and check the images of this stage."""
+        if not self.root.exists():
+            raise FileNotFoundError(_missing_data_message(self.root, "it was not downloaded"))
+        if not self.splits:
+            train, val = stratified_holdout(scan_split(self.root, "train"), self.val_fraction, self.split_seed)
+            self.splits = {
+                "train": apply_noisy_labels(train, self.root, self.noisy_labels),
+                "val": val,
+                "test": scan_split(self.root, "val"),
+            }
+        needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        if self.verify:
+            for name in needed.get(stage or "fit", tuple(self.splits)):
+                verify_images(self.splits[name].paths)
+
+    def _loader(self, dataset: ImageFileDataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle and len(dataset) > batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=False,
+        )
+
+    def dataset(self, split: Literal["train", "val", "test"]) -> ImageFileDataset:
+        """The dataset of one split with its transform (train: augmented; val/test: the eval transform)."""
+        data = self.splits[split]
+        if split == "train":
+            transform = build_train_transform(self.train_image_size, self.min_scale, self.hflip)
+        else:
+            transform = build_eval_transform(self.image_size)
+        return ImageFileDataset(data.paths, data.labels, transform)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("train"), self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        if not self.splits["val"]:
+            return []  # val_fraction=0: training on all of train, no validation loop
+        return self._loader(self.dataset("val"), self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("test"), self.eval_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        if self.predict_dir is None:
+            return self.test_dataloader()
+        dataset = ImageFileDataset(list_images(self.predict_dir), None, build_eval_transform(self.image_size))
+        return self._loader(dataset, self.eval_batch_size, shuffle=False)

@@ -1,0 +1,66 @@
+"""Decode images into uint8 RGB tensors and build the train/eval transforms shared by training and serving."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torchvision.transforms import v2
+
+
+def pil_to_rgb(image: Image.Image) -> Image.Image:
+    """Apply EXIF orientation and convert any mode (L, LA, P, RGBA, CMYK, I;16) to 8-bit RGB."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit grayscale: scale to 8 bits instead of clipping everything above 255 to white.
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") else max(float(array.max()), 1.0)
+        image = Image.fromarray(np.clip(array / peak * 255.0, 0, 255).astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """Turn a PIL image of any mode into a uint8 (3, H, W) RGB tensor."""
+    array = np.asarray(pil_to_rgb(image), dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def read_image(path: str | Path) -> torch.Tensor:
+    """Decode an image file to a uint8 (3, H, W) RGB tensor; errors name the file."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return pil_to_tensor(image)
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise RuntimeError(f"Cannot decode image {path}: {e}. Remove or replace this file.") from e
+
+
+def build_eval_transform(image_size: int) -> v2.Compose:
+    """Resize the short side to `image_size` and centre-crop a square: the one eval transform."""
+    return v2.Compose(
+        [
+            v2.Resize(image_size, interpolation=v2.InterpolationMode.BILINEAR, antialias=True),
+            v2.CenterCrop(image_size),
+        ]
+    )
+
+
+def build_train_transform(image_size: int, min_scale: float = 0.35, hflip: bool = True) -> v2.Compose:
+    """Random-resized crop to `image_size` (area scale in [min_scale, 1]) and optional horizontal flip."""
+    steps: list[v2.Transform] = [
+        v2.RandomResizedCrop(
+            image_size,
+            scale=(min_scale, 1.0),
+            interpolation=v2.InterpolationMode.BILINEAR,
+            antialias=True,
+        )
+    ]
+    if hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    return v2.Compose(steps)

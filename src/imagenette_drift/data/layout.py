@@ -1,0 +1,105 @@
+"""Read and validate the official Imagenette folder layout and its `noisy_imagenette.csv`."""
+
+from __future__ import annotations
+
+import csv
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from imagenette_drift.classes import WNID_TO_INDEX, WNIDS
+
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+NOISE_LEVELS = (0, 1, 5, 25, 50)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Image paths and integer labels of one split, in a stable (sorted) order."""
+
+    paths: tuple[Path, ...]
+    labels: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def scan_split(root: Path, split: str) -> Split:
+    """List `root/split/<wnid>/*.JPEG` with their clean labels, checking the ten class folders."""
+    split_dir = Path(root) / split
+    if not split_dir.is_dir():
+        raise FileNotFoundError(
+            f"{split_dir} does not exist: an Imagenette root must hold train/ and val/ "
+            f"(the official imagenette2-160 layout)."
+        )
+    found = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
+    if found != sorted(WNIDS):
+        missing = sorted(set(WNIDS) - set(found))
+        extra = sorted(set(found) - set(WNIDS))
+        raise ValueError(
+            f"{split_dir} must hold exactly the 10 Imagenette class folders; missing {missing}, unexpected "
+            f"{extra}. Check that --data.root points at an unmodified imagenette2-160 folder."
+        )
+    paths: list[Path] = []
+    labels: list[int] = []
+    for wnid in WNIDS:
+        files = sorted(p for p in (split_dir / wnid).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ValueError(f"{split_dir / wnid} holds no images; the data set is incomplete.")
+        paths += files
+        labels += [WNID_TO_INDEX[wnid]] * len(files)
+    return Split(tuple(paths), tuple(labels))
+
+
+def apply_noisy_labels(split: Split, root: Path, level: int) -> Split:
+    """Relabel `split` from the `noisy_labels_{level}` column of `noisy_imagenette.csv` (level 0: unchanged)."""
+    if level == 0:
+        return split
+    if level not in NOISE_LEVELS:
+        raise ValueError(f"noisy_labels must be one of {NOISE_LEVELS}, got {level}.")
+    root = Path(root)
+    csv_path = root / "noisy_imagenette.csv"
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"noisy_labels={level} needs {csv_path}, which does not exist.")
+    column = f"noisy_labels_{level}"
+    with open(csv_path, newline="") as f:
+        table = {row["path"]: row[column] for row in csv.DictReader(f)}
+    labels = []
+    for path in split.paths:
+        rel = path.relative_to(root).as_posix()
+        if rel not in table:
+            raise ValueError(f"{rel} is not listed in {csv_path}; the CSV does not match the images.")
+        labels.append(WNID_TO_INDEX[table[rel]])
+    return Split(split.paths, tuple(labels))
+
+
+def stratified_holdout(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """Carve a per-class `fraction` of `split` out with a fixed seed; return (kept, held_out)."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {fraction}.")
+    if fraction == 0.0:
+        return split, Split((), ())
+    rng = random.Random(seed)
+    held: set[int] = set()
+    for label in sorted(set(split.labels)):
+        indices = [i for i, y in enumerate(split.labels) if y == label]
+        rng.shuffle(indices)
+        held.update(indices[: max(1, round(fraction * len(indices)))])
+    keep = [i for i in range(len(split)) if i not in held]
+    out = sorted(held)
+    return _subset(split, keep), _subset(split, out)
+
+
+def _subset(split: Split, indices: list[int]) -> Split:
+    return Split(tuple(split.paths[i] for i in indices), tuple(split.labels[i] for i in indices))
+
+
+def list_images(folder: Path) -> tuple[Path, ...]:
+    """All image files under `folder`, recursively, sorted; for predicting on any folder of images."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder of images.")
+    files = tuple(sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+    if not files:
+        raise ValueError(f"{folder} holds no images with a suffix in {IMAGE_SUFFIXES}.")
+    return files

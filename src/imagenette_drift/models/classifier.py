@@ -1,0 +1,224 @@
+"""LightningModule that trains an `ImagenetteNet` and writes the model card into every checkpoint."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import OptimizerCallable
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+
+from imagenette_drift.card import CHECKPOINT_KEY, ModelCard
+from imagenette_drift.classes import CLASS_NAMES, WNIDS
+from imagenette_drift.models.net import ImagenetteNet
+
+
+def default_optimizer(params: Any) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum; override with `--model.optimizer` / the YAML `optimizer:` block."""
+    return torch.optim.SGD(params, lr=0.4, momentum=0.9, nesterov=True, weight_decay=5e-5)
+
+
+def _metrics(num_classes: int, prefix: str) -> MetricCollection:
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "acc_top5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
+            "f1": MulticlassF1Score(num_classes, average="macro"),
+        },
+        prefix=prefix,
+    )
+
+
+class ImagenetteClassifier(pl.LightningModule):
+    """Image classifier around any timm model, with metrics, LR schedule and the checkpoint contract.
+
+    Batches are `(uint8 images, labels)`; normalisation lives in the network so the checkpoint alone
+    reproduces inference. `embed()` gives the penultimate features that drift detection uses.
+    """
+
+    def __init__(
+        self,
+        model_name: str = "resnet18",
+        num_classes: int = 10,
+        pretrained: bool = False,
+        image_size: int = 160,
+        optimizer: OptimizerCallable = default_optimizer,
+        scheduler: Literal["cosine", "linear", "constant"] = "cosine",
+        warmup_fraction: float = 0.25,
+        warmup_start: float = 0.04,
+        label_smoothing: float = 0.1,
+        no_decay_norm_bias: bool = True,
+        channels_last: bool = True,
+        timm_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        """Args:
+        model_name: any `timm.list_models()` name.
+        num_classes: number of output classes (linked from the data module).
+        pretrained: start from timm's ImageNet weights (needs network or a warm HF cache).
+        image_size: evaluation resolution, recorded in the checkpoint (linked from the data module).
+        optimizer: optimizer factory taking parameter groups; its `lr` is the peak learning rate.
+        scheduler: per-step LR decay after the warmup: cosine or linear to zero (one-cycle style), or constant.
+        warmup_fraction: fraction of all steps spent warming up linearly to the peak LR.
+        warmup_start: LR at step 0 as a fraction of the peak.
+        label_smoothing: cross-entropy label smoothing.
+        no_decay_norm_bias: exclude norm weights and biases from weight decay.
+        channels_last: run convolutions in channels_last memory format (faster with bf16/AMX and on GPUs).
+        timm_kwargs: extra keyword arguments for `timm.create_model` (e.g. drop_rate, zero_init_last).
+        """
+        super().__init__()
+        if not 0.0 <= warmup_fraction < 1.0:
+            raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}.")
+        if num_classes != len(CLASS_NAMES):
+            raise ValueError(f"num_classes must be {len(CLASS_NAMES)} for Imagenette, got {num_classes}.")
+        self.save_hyperparameters(ignore=["optimizer"])
+        self.net = ImagenetteNet(
+            model_name, num_classes, pretrained=pretrained, channels_last=channels_last, **(timm_kwargs or {})
+        )
+        self.optimizer_factory = optimizer
+        self.train_metrics = _metrics(num_classes, "train/")
+        self.val_metrics = _metrics(num_classes, "val/")
+        self.test_metrics = _metrics(num_classes, "test/")
+        self.confusion = MulticlassConfusionMatrix(num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Penultimate features (B, D) of uint8 or [0, 1] images."""
+        return self.net.embed(images)
+
+    def model_card(self) -> ModelCard:
+        """The checkpoint's model card; training metrics come from the trainer when attached."""
+        metrics = {}
+        if self._trainer is not None:
+            metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if v.numel() == 1}
+        return ModelCard(
+            model_name=self.hparams.model_name,
+            class_names=CLASS_NAMES,
+            wnids=WNIDS,
+            image_size=self.hparams.image_size,
+            mean=self.net.mean_values,
+            std=self.net.std_values,
+            timm_kwargs=dict(self.hparams.timm_kwargs or {}),
+            metrics=metrics,
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        previous = checkpoint.get(CHECKPOINT_KEY) or {}
+        card = self.model_card().to_dict()
+        card["drift"] = previous.get("drift")  # written earlier by the drift callback, if any
+        checkpoint[CHECKPOINT_KEY] = card
+
+    def _step(
+        self, batch: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.hparams.label_smoothing)
+        return loss, logits, labels
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, logits, labels = self._step(batch)
+        self.train_metrics["acc"](logits, labels)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(labels))
+        self.log("train/acc", self.train_metrics["acc"], on_step=False, on_epoch=True, batch_size=len(labels))
+        return loss
+
+    def _eval_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], metrics: MetricCollection, stage: str
+    ) -> None:
+        loss, logits, labels = self._step(batch)
+        metrics.update(logits, labels)
+        self.confusion.update(logits, labels)
+        self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=len(labels), sync_dist=True)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metrics, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metrics, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end(self.val_metrics, "val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end(self.test_metrics, "test")
+
+    def _eval_epoch_end(self, metrics: MetricCollection, stage: str) -> None:
+        self.log_dict(metrics.compute(), prog_bar=True)
+        metrics.reset()
+        matrix = self.confusion.compute()
+        self.confusion.reset()
+        if self.trainer.sanity_checking:
+            return
+        out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # a collective call: all ranks
+        if self.trainer.is_global_zero:
+            self._log_confusion_matrix(matrix, stage, out_dir)
+
+    def _log_confusion_matrix(self, matrix: torch.Tensor, stage: str, out_dir: Path) -> None:
+        from imagenette_drift.plots import plot_confusion_matrix
+
+        path = plot_confusion_matrix(matrix, CLASS_NAMES, out_dir / f"{stage}_confusion_matrix.png")
+        for logger in self.loggers:
+            if hasattr(logger, "log_image"):
+                logger.log_image(key=f"{stage}/confusion_matrix", images=[str(path)], step=self.global_step)
+
+    def predict_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> dict[str, torch.Tensor]:
+        images, labels = batch
+        features = self.net.embed(images)
+        probs = self.net.head(features).float().softmax(dim=1)
+        return {"probs": probs, "embeddings": features.float(), "targets": labels}
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer_factory(self._param_groups())
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        factor = lr_factor(
+            self.hparams.scheduler,
+            int(self.hparams.warmup_fraction * total),
+            total,
+            self.hparams.warmup_start,
+        )
+        # LambdaLR keeps no copy of the schedule in the checkpoint: a resumed run with a larger
+        # max_epochs stretches the schedule to the new budget instead of failing.
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _param_groups(self) -> list[dict[str, Any]]:
+        if not self.hparams.no_decay_norm_bias:
+            return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+        decay, no_decay = [], []
+        for module in self.net.modules():
+            for name, param in module.named_parameters(recurse=False):
+                if not param.requires_grad:
+                    continue
+                is_norm = isinstance(module, nn.modules.batchnorm._NormBase | nn.GroupNorm | nn.LayerNorm)
+                (no_decay if is_norm or name == "bias" else decay).append(param)
+        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_factor(schedule: str, warmup: int, total: int, warmup_start: float = 0.04) -> Callable[[int], float]:
+    """Multiplier of the peak LR at each step: linear warmup from `warmup_start`, then decay to zero.
+
+    `cosine` and `linear` decay over the remaining steps (one-cycle style); `constant` stays at the peak.
+    """
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return warmup_start + (1.0 - warmup_start) * step / warmup
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if schedule == "linear":
+            return 1.0 - progress
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor

@@ -1,0 +1,85 @@
+"""Shared fixtures: the real image sample shipped in the repo, the full data set when present, offline env."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_ROOT = REPO / "data" / "sample" / "imagenette2-160"
+CONFIGS = REPO / "configs"
+FULL_DATA = Path(
+    os.environ.get("IMAGENETTE_FULL_DATA") or REPO.parent / "shared" / "data" / "imagenette2-160"
+)
+
+# No test may reach the network or a W&B account.
+os.environ.update(
+    {
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "HF_HUB_OFFLINE": "1",
+        "DVC_NO_ANALYTICS": "1",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+    }
+)
+os.environ.pop("WANDB_API_KEY", None)
+os.environ.pop("IMAGENETTE_DATA", None)
+
+
+@pytest.fixture(scope="session")
+def sample_root() -> Path:
+    """The real Imagenette sample in the repo (read-only: copy it before changing anything)."""
+    return SAMPLE_ROOT
+
+
+@pytest.fixture
+def sample_copy(tmp_path: Path) -> Path:
+    """A writable copy of the sample, for tests that corrupt or remove files."""
+    dest = tmp_path / "imagenette2-160"
+    shutil.copytree(SAMPLE_ROOT, dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def full_root() -> Path:
+    """The complete Imagenette-160; tests using it skip cleanly where it is absent."""
+    if not (FULL_DATA / "train").is_dir():
+        pytest.skip(
+            f"full Imagenette-160 not found at {FULL_DATA} (set IMAGENETTE_FULL_DATA to run this test)"
+        )
+    return FULL_DATA
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run in an empty folder, so configs' relative `outputs/...` paths land in tmp_path."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def quickstart_args(command: str, *extra: str) -> list[str]:
+    """argv for `imagenette <command>` on the quickstart config and the shipped sample."""
+    return [command, "--config", str(CONFIGS / "quickstart.yaml"), f"--data.root={SAMPLE_ROOT}", *extra]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Fit the quickstart config once per session (2 epochs) and return its output folder."""
+    from imagenette_drift.cli import cli_main
+
+    run_dir = tmp_path_factory.mktemp("trained")
+    cwd = Path.cwd()
+    os.chdir(run_dir)
+    try:
+        cli_main(quickstart_args("fit", "--trainer.max_epochs=2"))
+    finally:
+        os.chdir(cwd)
+    return run_dir / "outputs" / "quickstart"
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(trained_run: Path) -> Path:
+    return trained_run / "checkpoints" / "last.ckpt"
