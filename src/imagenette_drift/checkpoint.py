@@ -42,6 +42,12 @@ class InferenceModel:
         """Softmax probabilities (B, C) for a uint8 batch already passed through `transform`."""
         return self.net(images).float().softmax(dim=1)
 
+    @torch.inference_mode()
+    def embed_and_predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Penultimate embeddings (B, D) and softmax probabilities (B, C) from one forward pass."""
+        features = self.net.embed(images)
+        return features.float(), self.net.head(features).float().softmax(dim=1)
+
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """`torch.load(path, weights_only=True)` with errors that say what is wrong with the file."""

@@ -22,7 +22,12 @@ LIGHTNING_COMMANDS = {
 }
 # Project subcommands outside Lightning's Trainer: name -> ("module:function", one-line help).
 # Each function takes the remaining argv list. Imported lazily so `fit` never imports the server.
-EXTRA_COMMANDS: dict[str, tuple[str, str]] = {}
+EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
+    "drift": (
+        "imagenette_drift.commands.drift:main",
+        "Test a folder of images (optionally corrupted) for drift against a checkpoint's reference.",
+    ),
+}
 
 
 class LoggerSaveConfigCallback(SaveConfigCallback):

@@ -116,16 +116,13 @@ class ImagenetteClassifier(pl.LightningModule):
         card["drift"] = previous.get("drift")  # written earlier by the drift callback, if any
         checkpoint[CHECKPOINT_KEY] = card
 
-    def _step(
-        self, batch: tuple[torch.Tensor, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        images, labels = batch
-        logits = self(images)
-        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.hparams.label_smoothing)
-        return loss, logits, labels
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), labels, label_smoothing=self.hparams.label_smoothing)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, logits, labels = self._step(batch)
+        images, labels = batch
+        logits = self(images)
+        loss = self._loss(logits, labels)
         self.train_metrics["acc"](logits, labels)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(labels))
         self.log("train/acc", self.train_metrics["acc"], on_step=False, on_epoch=True, batch_size=len(labels))
@@ -133,17 +130,23 @@ class ImagenetteClassifier(pl.LightningModule):
 
     def _eval_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], metrics: MetricCollection, stage: str
-    ) -> None:
-        loss, logits, labels = self._step(batch)
+    ) -> dict[str, torch.Tensor]:
+        outputs = self.predict_step(batch, 0)
+        logits, labels = outputs.pop("logits"), outputs["targets"]
         metrics.update(logits, labels)
         self.confusion.update(logits, labels)
-        self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=len(labels), sync_dist=True)
+        self.log(
+            f"{stage}/loss", self._loss(logits, labels), on_epoch=True, batch_size=len(labels), sync_dist=True
+        )
+        return outputs  # embeddings and probs, for the drift callback
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, self.val_metrics, "val")
+    def validation_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> dict[str, torch.Tensor]:
+        return self._eval_step(batch, self.val_metrics, "val")
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, self.test_metrics, "test")
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._eval_step(batch, self.test_metrics, "test")
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end(self.val_metrics, "val")
@@ -173,10 +176,16 @@ class ImagenetteClassifier(pl.LightningModule):
     def predict_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
     ) -> dict[str, torch.Tensor]:
+        """Embeddings, logits and softmax outputs from one forward pass (targets are -1 when unknown)."""
         images, labels = batch
         features = self.net.embed(images)
-        probs = self.net.head(features).float().softmax(dim=1)
-        return {"probs": probs, "embeddings": features.float(), "targets": labels}
+        logits = self.net.head(features).float()
+        return {
+            "probs": logits.softmax(dim=1),
+            "logits": logits,
+            "embeddings": features.float(),
+            "targets": labels,
+        }
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(self._param_groups())

@@ -1,0 +1,1 @@
+"""Project subcommands of `imagenette` that are not Lightning Trainer entry points."""

@@ -1,0 +1,126 @@
+"""`imagenette drift`: test a folder of images (optionally corrupted) against a checkpoint's drift reference."""
+
+from __future__ import annotations
+
+import argparse
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from imagenette_drift.checkpoint import InferenceModel, load_for_inference
+from imagenette_drift.data import list_images, read_image
+from imagenette_drift.data.datamodule import resolve_root
+from imagenette_drift.drift.reference import DriftReference
+from imagenette_drift.drift.windows import format_table, run_window_tests, write_report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imagenette drift",
+        description="Test images for drift against the reference stored in a checkpoint; print a table and "
+        "write drift_report.json and drift_report.png.",
+    )
+    parser.add_argument("--checkpoint", required=True, type=Path, help="a .ckpt written by `imagenette fit`")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="any folder of images, searched recursively (default: the official val split of the Imagenette "
+        "root: $IMAGENETTE_DATA or data/imagenette2-160)",
+    )
+    parser.add_argument(
+        "--corruption", default=None, help="an ImageNet-C corruption to apply (needs the extra)"
+    )
+    parser.add_argument(
+        "--severity", type=int, default=3, choices=range(1, 6), help="corruption severity 1-5"
+    )
+    parser.add_argument(
+        "--window", type=int, default=None, help="images per window (default: the reference's)"
+    )
+    parser.add_argument(
+        "--limit", type=int, default=None, help="test a seeded random subset of this many images"
+    )
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the subset, the corruption and the windows"
+    )
+    parser.add_argument("--output", type=Path, default=Path("outputs/drift"), help="folder for the report")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
+    return parser
+
+
+def embed_folder(
+    model: InferenceModel,
+    paths: Sequence[Path],
+    corruption: str | None = None,
+    severity: int = 3,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings and softmax outputs of images, each passed through the eval transform (then corrupted)."""
+    transform = model.transform
+    if corruption is not None:
+        from imagenette_drift.corruptions import corrupt
+    embeddings, probs = [], []
+    for start in range(0, len(paths), batch_size):
+        batch = []
+        for offset, path in enumerate(paths[start : start + batch_size]):
+            image = transform(read_image(path))
+            if corruption is not None:
+                array = corrupt(
+                    image.permute(1, 2, 0).numpy(), corruption, severity, seed=seed + start + offset
+                )
+                image = torch.from_numpy(array).permute(2, 0, 1).contiguous()
+            batch.append(image)
+        emb, prob = model.embed_and_predict(torch.stack(batch))
+        embeddings.append(emb)
+        probs.append(prob)
+    return torch.cat(embeddings), torch.cat(probs)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.corruption is not None:
+        from imagenette_drift.corruptions import CORRUPTIONS
+
+        if args.corruption not in CORRUPTIONS:
+            parser.error(f"--corruption {args.corruption!r} is not one of: {', '.join(CORRUPTIONS)}")
+    try:
+        model = load_for_inference(args.checkpoint)
+    except (FileNotFoundError, ValueError) as e:
+        parser.error(str(e))
+    if model.card.drift is None:
+        parser.error(
+            f"{args.checkpoint} carries no drift reference: train with the DriftCallback (in the project's "
+            "configs) and --data.val_fraction > 0."
+        )
+    reference = DriftReference.from_state_dict(model.card.drift)
+    folder = args.data if args.data is not None else resolve_root(None) / "val"
+    try:
+        paths = list(list_images(folder))
+    except (FileNotFoundError, ValueError) as e:
+        parser.error(f"--data: {e}")
+    if args.limit is not None and args.limit < len(paths):
+        paths = sorted(random.Random(args.seed).sample(paths, args.limit))
+    if len(paths) < 2:
+        parser.error(f"--data: {folder} holds {len(paths)} image(s); drift tests need at least 2.")
+    embeddings, probs = embed_folder(model, paths, args.corruption, args.severity, args.batch_size, args.seed)
+    summary = run_window_tests(reference, embeddings, probs, args.window, seed=args.seed)
+    summary["source"] = {
+        "checkpoint": str(args.checkpoint),
+        "checkpoint_sha256": model.sha256,
+        "data": str(folder),
+        "corruption": args.corruption,
+        "severity": args.severity if args.corruption else None,
+    }
+    print(format_table(summary))
+    json_path, png_path = write_report(summary, args.output)
+    print(f"wrote {json_path} and {png_path}")
+    return summary

@@ -1,0 +1,70 @@
+"""`imagenette drift` on the shipped sample, clean and corrupted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from imagenette_drift.cli import cli_main
+
+pytestmark = pytest.mark.slow
+
+
+def _drift(checkpoint: Path, out: Path, *extra: str) -> dict:
+    cli_main(["drift", f"--checkpoint={checkpoint}", f"--output={out}", "--window=20", "--threads=2", *extra])
+    return json.loads((out / "drift_report.json").read_text())
+
+
+def test_drift_command_on_clean_and_corrupted_images(
+    trained_checkpoint: Path, sample_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    pytest.importorskip("corrupt_tta")
+    clean = _drift(trained_checkpoint, tmp_path / "clean", f"--data={sample_root / 'val'}")
+    printed = capsys.readouterr().out
+    assert "mmd" in printed and "drift_report.json" in printed
+    assert clean["n_images"] == 40 and clean["n_windows"] == 2
+    assert clean["source"]["corruption"] is None
+    assert (tmp_path / "clean" / "drift_report.png").stat().st_size > 0
+
+    noisy = _drift(
+        trained_checkpoint,
+        tmp_path / "noisy",
+        f"--data={sample_root / 'val'}",
+        "--corruption=gaussian_noise",
+        "--severity=5",
+    )
+    assert noisy["source"] == {**clean["source"], "corruption": "gaussian_noise", "severity": 5}
+    # Heavy noise moves both the embeddings and the softmax outputs far from the reference.
+    assert noisy["methods"]["ks"]["flagged_fraction"] == 1.0
+    assert noisy["methods"]["mmd"]["median_p_value"] <= clean["methods"]["mmd"]["median_p_value"]
+
+
+def test_drift_command_accepts_any_folder_and_limit(
+    trained_checkpoint: Path, sample_root: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "uploads" / "day1"
+    folder.mkdir(parents=True)
+    for i, src in enumerate(sorted(sample_root.rglob("*.JPEG"))[:30]):
+        (folder / f"{i}.jpg").write_bytes(src.read_bytes())
+    summary = _drift(trained_checkpoint, tmp_path / "out", f"--data={tmp_path / 'uploads'}", "--limit=25")
+    assert summary["n_images"] == 25 and summary["n_windows"] == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--checkpoint=missing.ckpt"], "does not exist"),
+        (["--corruption=sunburn"], "not one of"),
+        (["--data=/nonexistent/folder"], "--data"),
+    ],
+)
+def test_drift_command_errors_name_the_problem(
+    trained_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture, args: list[str], message: str
+) -> None:
+    argv = ["drift", f"--checkpoint={trained_checkpoint}", f"--output={tmp_path}", *args]
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
