@@ -20,6 +20,7 @@ class ModelCard:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     timm_kwargs: dict[str, Any] = field(default_factory=dict)
+    tta_flip: bool = False
     metrics: dict[str, float] = field(default_factory=dict)
     drift: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
@@ -39,6 +40,7 @@ class ModelCard:
             "mean": list(self.mean),
             "std": list(self.std),
             "timm_kwargs": dict(self.timm_kwargs),
+            "tta_flip": self.tta_flip,
             "metrics": dict(self.metrics),
             "drift": self.drift,
         }
@@ -59,6 +61,7 @@ class ModelCard:
             mean=tuple(data["mean"]),
             std=tuple(data["std"]),
             timm_kwargs=dict(data.get("timm_kwargs") or {}),
+            tta_flip=bool(data.get("tta_flip", False)),
             metrics=dict(data.get("metrics") or {}),
             drift=data.get("drift"),
         )

@@ -40,13 +40,16 @@ class InferenceModel:
     @torch.inference_mode()
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities (B, C) for a uint8 batch already passed through `transform`."""
-        return self.net(images).float().softmax(dim=1)
+        return self.embed_and_predict(images)[1]
 
     @torch.inference_mode()
     def embed_and_predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Penultimate embeddings (B, D) and softmax probabilities (B, C) from one forward pass."""
         features = self.net.embed(images)
-        return features.float(), self.net.head(features).float().softmax(dim=1)
+        logits = self.net.head(features).float()
+        if self.card.tta_flip:  # as the model was evaluated: average with the mirror image
+            logits = (logits + self.net(images.flip(-1)).float()) / 2
+        return features.float(), logits.softmax(dim=1)
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -10,6 +10,7 @@ import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
 from imagenette_drift.classes import NUM_CLASSES
+from imagenette_drift.data.cache import CachedImageDataset, DecodedImageStore
 from imagenette_drift.data.dataset import ImageFileDataset, verify_images
 from imagenette_drift.data.download import (
     IMAGENETTE_160_MD5,
@@ -53,6 +54,7 @@ class ImagenetteDataModule(pl.LightningDataModule):
         split_seed: int = 0,
         noisy_labels: Literal[0, 1, 5, 25, 50] = 0,
         predict_dir: str | None = None,
+        cache_dir: str | None = None,
         verify: bool = True,
         download: bool = True,
         url: str = IMAGENETTE_160_URL,
@@ -72,6 +74,8 @@ class ImagenetteDataModule(pl.LightningDataModule):
         split_seed: seed of the held-out split, fixed so runs compare.
         noisy_labels: percentage of noisy training labels from noisy_imagenette.csv (0 = clean).
         predict_dir: any folder of images to predict on; default: the test split.
+        cache_dir: decode every image once into a memory-mapped uint8 file here (about 1.5 GB for
+            Imagenette-160) and read that in later epochs and runs; None decodes JPEGs on the fly.
         verify: check every image header before training, so a bad file fails at once, with its path.
         download: download the official archive when the root does not exist.
         url: archive URL used when downloading.
@@ -96,6 +100,8 @@ class ImagenetteDataModule(pl.LightningDataModule):
         self.split_seed = split_seed
         self.noisy_labels = noisy_labels
         self.predict_dir = Path(predict_dir) if predict_dir else None
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self._stores: dict[str, tuple[DecodedImageStore, tuple[Path, ...]]] = {}
         self.verify = verify
         self.download = download
         self.url = url
@@ -108,11 +114,20 @@ class ImagenetteDataModule(pl.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Download the archive once (rank 0) when the root is missing."""
-        if self.root.exists():
-            return
-        if not self.download:
-            raise FileNotFoundError(_missing_data_message(self.root, "download=False"))
-        download_imagenette(self.root, self.url, self.md5)
+        if not self.root.exists():
+            if not self.download:
+                raise FileNotFoundError(_missing_data_message(self.root, "download=False"))
+            download_imagenette(self.root, self.url, self.md5)
+        if self.cache_dir is not None:
+            for folder in ("train", "val"):
+                self._store(folder)
+
+    def _store(self, folder: str) -> tuple[DecodedImageStore, tuple[Path, ...]]:
+        """The decoded cache of one official folder (built on first use), with its path order."""
+        if folder not in self._stores:
+            paths = scan_split(self.root, folder).paths
+            self._stores[folder] = (DecodedImageStore.build(paths, self.cache_dir, self.image_size), paths)
+        return self._stores[folder]
 
     def setup(self, stage: str | None = None) -> None:
         """Scan and validate the layout, carve the held-out split, and check the images of this stage."""
@@ -141,14 +156,17 @@ class ImagenetteDataModule(pl.LightningDataModule):
             pin_memory=False,
         )
 
-    def dataset(self, split: Literal["train", "val", "test"]) -> ImageFileDataset:
+    def dataset(self, split: Literal["train", "val", "test"]) -> ImageFileDataset | CachedImageDataset:
         """The dataset of one split with its transform (train: augmented; val/test: the eval transform)."""
         data = self.splits[split]
         if split == "train":
             transform = build_train_transform(self.train_image_size, self.min_scale, self.hflip)
         else:
             transform = build_eval_transform(self.image_size)
-        return ImageFileDataset(data.paths, data.labels, transform)
+        if self.cache_dir is None:
+            return ImageFileDataset(data.paths, data.labels, transform)
+        store, store_paths = self._store("val" if split == "test" else "train")
+        return CachedImageDataset(store, store_paths, data.paths, data.labels, transform)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("train"), self.batch_size, shuffle=True)

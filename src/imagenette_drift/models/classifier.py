@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from imagenette_drift.card import CHECKPOINT_KEY, ModelCard
 from imagenette_drift.classes import CLASS_NAMES, WNIDS
+from imagenette_drift.io import write_text_atomic
 from imagenette_drift.models.net import ImagenetteNet
 
 
@@ -56,6 +58,7 @@ class ImagenetteClassifier(pl.LightningModule):
         label_smoothing: float = 0.1,
         no_decay_norm_bias: bool = True,
         channels_last: bool = True,
+        tta_flip: bool = False,
         timm_kwargs: dict[str, Any] | None = None,
     ) -> None:
         """Args:
@@ -70,6 +73,7 @@ class ImagenetteClassifier(pl.LightningModule):
         label_smoothing: cross-entropy label smoothing.
         no_decay_norm_bias: exclude norm weights and biases from weight decay.
         channels_last: run convolutions in channels_last memory format (faster with bf16/AMX and on GPUs).
+        tta_flip: at evaluation, average the logits of each image and its mirror image (2x eval compute).
         timm_kwargs: extra keyword arguments for `timm.create_model` (e.g. drop_rate, zero_init_last).
         """
         super().__init__()
@@ -107,6 +111,7 @@ class ImagenetteClassifier(pl.LightningModule):
             mean=self.net.mean_values,
             std=self.net.std_values,
             timm_kwargs=dict(self.hparams.timm_kwargs or {}),
+            tta_flip=bool(self.hparams.get("tta_flip", False)),
             metrics=metrics,
         )
 
@@ -155,7 +160,8 @@ class ImagenetteClassifier(pl.LightningModule):
         self._eval_epoch_end(self.test_metrics, "test")
 
     def _eval_epoch_end(self, metrics: MetricCollection, stage: str) -> None:
-        self.log_dict(metrics.compute(), prog_bar=True)
+        values = metrics.compute()
+        self.log_dict(values, prog_bar=True)
         metrics.reset()
         matrix = self.confusion.compute()
         self.confusion.reset()
@@ -164,6 +170,8 @@ class ImagenetteClassifier(pl.LightningModule):
         out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # a collective call: all ranks
         if self.trainer.is_global_zero:
             self._log_confusion_matrix(matrix, stage, out_dir)
+            summary = {k: float(v) for k, v in values.items()} | {"epoch": self.current_epoch}
+            write_text_atomic(out_dir / f"{stage}_metrics.json", json.dumps(summary, indent=2) + "\n")
 
     def _log_confusion_matrix(self, matrix: torch.Tensor, stage: str, out_dir: Path) -> None:
         from imagenette_drift.plots import plot_confusion_matrix
@@ -180,6 +188,8 @@ class ImagenetteClassifier(pl.LightningModule):
         images, labels = batch
         features = self.net.embed(images)
         logits = self.net.head(features).float()
+        if self.hparams.tta_flip:
+            logits = (logits + self.net(images.flip(-1)).float()) / 2
         return {
             "probs": logits.softmax(dim=1),
             "logits": logits,

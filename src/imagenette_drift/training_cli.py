@@ -1,0 +1,65 @@
+"""LightningCLI for training and evaluation: `imagenette fit|validate|test|predict`."""
+
+from __future__ import annotations
+
+import sys
+from argparse import ArgumentError
+from collections.abc import Sequence
+
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
+
+from imagenette_drift.cli import LIGHTNING_COMMANDS
+from imagenette_drift.data import ImagenetteDataModule
+from imagenette_drift.models import ImagenetteClassifier
+
+
+class LoggerSaveConfigCallback(SaveConfigCallback):
+    """Save `config.yaml` to the log dir and send the full resolved config to every logger."""
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        config = self.config.as_dict()
+        for logger in trainer.loggers:
+            logger.log_hyperparams({"config": config})
+
+
+class ImagenetteCLI(LightningCLI):
+    """LightningCLI for `ImagenetteClassifier` on `ImagenetteDataModule`, with values shared by links."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.image_size", "model.image_size")
+
+
+def run_lightning_cli(argv: Sequence[str], from_sys_argv: bool = False) -> LightningCLI:
+    """Run one Lightning subcommand; parse errors exit with one line that names the bad flag."""
+    argv = list(argv)
+    # Abbreviated flags are refused (argparse would take --trainer.max_epoch for --trainer.max_epochs), and a
+    # parse error is one line naming the flag instead of the full usage text.
+    parser_kwargs = {"allow_abbrev": False, "exit_on_error": False}
+    try:
+        cli = ImagenetteCLI(
+            ImagenetteClassifier,
+            ImagenetteDataModule,
+            args=None if from_sys_argv else argv,
+            seed_everything_default=0,
+            save_config_callback=LoggerSaveConfigCallback,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={**parser_kwargs, **{command: parser_kwargs for command in LIGHTNING_COMMANDS}},
+            auto_configure_optimizers=False,
+        )
+    except ArgumentError as e:
+        message = " ".join(str(e).split())
+        print(f"imagenette {argv[0]}: error: {message}\nSee `imagenette {argv[0]} --help`.", file=sys.stderr)
+        raise SystemExit(2) from None
+    _finish_wandb_runs(cli)
+    return cli
+
+
+def _finish_wandb_runs(cli: LightningCLI) -> None:
+    """One command is one W&B run: close it so the next command in this process starts a new one."""
+    trainer = getattr(cli, "trainer", None)
+    for logger in trainer.loggers if trainer is not None else []:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            logger.experiment.finish()
