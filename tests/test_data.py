@@ -223,3 +223,22 @@ def test_full_data_images_all_pass_verification(full_root: Path) -> None:
     dm = ImagenetteDataModule(root=str(full_root), verify=True)
     dm.setup("fit")
     dm.setup("test")
+
+
+def test_corruption_applies_to_test_split_only_and_deterministically(sample_root: Path) -> None:
+    pytest.importorskip("corrupt_tta")
+    clean = ImagenetteDataModule(root=str(sample_root))
+    noisy = ImagenetteDataModule(root=str(sample_root), corruption="gaussian_noise", severity=5)
+    for dm in (clean, noisy):
+        dm.setup("fit")
+    assert torch.equal(clean.dataset("val")[0][0], noisy.dataset("val")[0][0])
+    a, b = clean.dataset("test")[3][0], noisy.dataset("test")[3][0]
+    assert a.shape == b.shape and b.dtype == torch.uint8
+    assert (a.float() - b.float()).abs().mean() > 20
+    assert torch.equal(noisy.dataset("test")[3][0], b)  # same pixels -> same seed -> same noise
+
+
+def test_unknown_corruption_is_refused_at_construction(sample_root: Path) -> None:
+    pytest.importorskip("corrupt_tta")
+    with pytest.raises(ValueError, match="Unknown corruption 'sunburn'"):
+        ImagenetteDataModule(root=str(sample_root), corruption="sunburn")

@@ -39,6 +39,17 @@ def test_drift_command_on_clean_and_corrupted_images(
     # Heavy noise moves both the embeddings and the softmax outputs far from the reference.
     assert noisy["methods"]["ks"]["flagged_fraction"] == 1.0
     assert noisy["methods"]["mmd"]["median_p_value"] <= clean["methods"]["mmd"]["median_p_value"]
+    assert noisy["methods"]["inputs"]["flagged_fraction"] == 1.0
+
+    # Mild JPEG compression: invisible to the classifier by design, caught by the input statistics.
+    jpeg = _drift(
+        trained_checkpoint,
+        tmp_path / "jpeg",
+        f"--data={sample_root / 'val'}",
+        "--corruption=jpeg_compression",
+        "--severity=1",
+    )
+    assert jpeg["methods"]["inputs"]["flagged_fraction"] == 1.0
 
 
 def test_drift_command_accepts_any_folder_and_limit(

@@ -7,12 +7,13 @@ A thin adapter: names and severities are validated here, the corruptions themsel
 from __future__ import annotations
 
 import warnings
+import zlib
 from types import ModuleType
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["CORRUPTIONS", "corrupt"]
+__all__ = ["CORRUPTIONS", "CorruptionTransform", "corrupt"]
 
 CORRUPTIONS: tuple[str, ...] = (
     "gaussian_noise",
@@ -112,3 +113,31 @@ def corrupt(image: Image.Image | np.ndarray, name: str, severity: int, seed: int
             f"corrupt-tta's {name} returned shape {out.shape} for an input of shape {rgb.shape}."
         )
     return out
+
+
+class CorruptionTransform:
+    """A transform for uint8 (3, H, W) tensors that applies one corruption, deterministically per image.
+
+    The seed of each image is derived from its pixels, so a data set corrupts the same way in every run and
+    in every DataLoader worker.
+    """
+
+    def __init__(self, name: str, severity: int) -> None:
+        corrupt(
+            np.zeros((8, 8, 3), dtype=np.uint8), name, severity
+        )  # validates, and fails early without the extra
+        self.name = name
+        self.severity = severity
+
+    def __call__(self, image):
+        import torch
+
+        array = image.permute(1, 2, 0).numpy()
+        seed = zlib.crc32(array.tobytes())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # impulse_noise's "cannot be seeded"
+            out = corrupt(array, self.name, self.severity, seed=seed)
+        return torch.from_numpy(out).permute(2, 0, 1).contiguous()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, severity={self.severity})"

@@ -26,6 +26,7 @@ def test_fit_stores_a_reference_fitted_on_the_held_out_split(
     assert reference.window_size == 20
     assert reference.mmd.reference.dtype == torch.float16 and reference.mmd.reference.shape == (10, 512)
     assert reference.online is not None and reference.online.window_size == 3  # capped by the tiny reference
+    assert reference.inputs is not None
 
 
 def test_test_stage_writes_the_drift_report_and_logs_each_window(
@@ -37,7 +38,7 @@ def test_test_stage_writes_the_drift_report_and_logs_each_window(
     assert summary["stage"] == "test" and summary["n_images"] == 40 and summary["n_windows"] == 2
     assert [w["size"] for w in summary["windows"]] == [20, 20]
     for window in summary["windows"]:
-        for method in ("mmd", "ks", "chi2"):
+        for method in ("mmd", "ks", "chi2", "inputs"):
             assert 0.0 < window[f"{method}_p_value"] <= 1.0
             assert window[f"{method}_drift"] == (window[f"{method}_p_value"] < 0.05)
     assert (report_dir / "drift_report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -51,3 +52,16 @@ def test_a_resumed_checkpoint_keeps_its_reference(trained_checkpoint: Path) -> N
     first = DriftReference.from_state_dict(state)
     x = torch.randn(12, 512)
     assert again.mmd.test(x) == first.mmd.test(x)
+
+
+def test_testing_a_corrupted_split_reports_drift(trained_checkpoint: Path, in_tmp: Path) -> None:
+    pytest.importorskip("corrupt_tta")
+    cli_main(
+        quickstart_args(
+            "test", f"--ckpt_path={trained_checkpoint}", "--data.corruption=gaussian_noise", "--data.severity=5"
+        )
+    )
+    summary = json.loads((in_tmp / "outputs" / "quickstart" / "drift_report.json").read_text())
+    assert summary["drift"] is True
+    assert summary["methods"]["ks"]["flagged_fraction"] == 1.0
+    assert summary["methods"]["inputs"]["flagged_fraction"] == 1.0

@@ -12,6 +12,7 @@ import torch
 from imagenette_drift.checkpoint import InferenceModel, load_for_inference
 from imagenette_drift.data import list_images, read_image
 from imagenette_drift.data.datamodule import resolve_root
+from imagenette_drift.drift.image_stats import image_statistics
 from imagenette_drift.drift.reference import DriftReference
 from imagenette_drift.drift.windows import format_table, run_window_tests, write_report
 
@@ -60,12 +61,12 @@ def embed_folder(
     severity: int = 3,
     batch_size: int = 64,
     seed: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Embeddings and softmax outputs of images, each passed through the eval transform (then corrupted)."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Embeddings, softmax outputs and input statistics of images after the eval transform (then corrupted)."""
     transform = model.transform
     if corruption is not None:
         from imagenette_drift.corruptions import corrupt
-    embeddings, probs = [], []
+    embeddings, probs, stats = [], [], []
     for start in range(0, len(paths), batch_size):
         batch = []
         for offset, path in enumerate(paths[start : start + batch_size]):
@@ -76,10 +77,12 @@ def embed_folder(
                 )
                 image = torch.from_numpy(array).permute(2, 0, 1).contiguous()
             batch.append(image)
-        emb, prob = model.embed_and_predict(torch.stack(batch))
+        images = torch.stack(batch)
+        emb, prob = model.embed_and_predict(images)
         embeddings.append(emb)
         probs.append(prob)
-    return torch.cat(embeddings), torch.cat(probs)
+        stats.append(image_statistics(images))
+    return torch.cat(embeddings), torch.cat(probs), torch.cat(stats)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -111,8 +114,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
         paths = sorted(random.Random(args.seed).sample(paths, args.limit))
     if len(paths) < 2:
         parser.error(f"--data: {folder} holds {len(paths)} image(s); drift tests need at least 2.")
-    embeddings, probs = embed_folder(model, paths, args.corruption, args.severity, args.batch_size, args.seed)
-    summary = run_window_tests(reference, embeddings, probs, args.window, seed=args.seed)
+    embeddings, probs, stats = embed_folder(
+        model, paths, args.corruption, args.severity, args.batch_size, args.seed
+    )
+    summary = run_window_tests(reference, embeddings, probs, stats, args.window, seed=args.seed)
     summary["source"] = {
         "checkpoint": str(args.checkpoint),
         "checkpoint_sha256": model.sha256,

@@ -8,8 +8,10 @@ from typing import Literal
 
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader
+from torchvision.transforms import v2
 
 from imagenette_drift.classes import NUM_CLASSES
+from imagenette_drift.corruptions import CorruptionTransform
 from imagenette_drift.data.cache import CachedImageDataset, DecodedImageStore
 from imagenette_drift.data.dataset import ImageFileDataset, verify_images
 from imagenette_drift.data.download import (
@@ -55,6 +57,8 @@ class ImagenetteDataModule(pl.LightningDataModule):
         noisy_labels: Literal[0, 1, 5, 25, 50] = 0,
         predict_dir: str | None = None,
         cache_dir: str | None = None,
+        corruption: str | None = None,
+        severity: int = 3,
         verify: bool = True,
         download: bool = True,
         url: str = IMAGENETTE_160_URL,
@@ -76,6 +80,9 @@ class ImagenetteDataModule(pl.LightningDataModule):
         predict_dir: any folder of images to predict on; default: the test split.
         cache_dir: decode every image once into a memory-mapped uint8 file here (about 1.5 GB for
             Imagenette-160) and read that in later epochs and runs; None decodes JPEGs on the fly.
+        corruption: an ImageNet-C corruption applied to the test and predict images after the eval
+            transform (drift experiments; needs the `corruptions` extra), e.g. jpeg_compression.
+        severity: corruption severity, 1 (mild) to 5 (severe).
         verify: check every image header before training, so a bad file fails at once, with its path.
         download: download the official archive when the root does not exist.
         url: archive URL used when downloading.
@@ -101,6 +108,7 @@ class ImagenetteDataModule(pl.LightningDataModule):
         self.noisy_labels = noisy_labels
         self.predict_dir = Path(predict_dir) if predict_dir else None
         self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.corruption = CorruptionTransform(corruption, severity) if corruption else None
         self._stores: dict[str, tuple[DecodedImageStore, tuple[Path, ...]]] = {}
         self.verify = verify
         self.download = download
@@ -162,11 +170,17 @@ class ImagenetteDataModule(pl.LightningDataModule):
         if split == "train":
             transform = build_train_transform(self.train_image_size, self.min_scale, self.hflip)
         else:
-            transform = build_eval_transform(self.image_size)
+            transform = self._eval_transform(corrupted=split == "test")
         if self.cache_dir is None:
             return ImageFileDataset(data.paths, data.labels, transform)
         store, store_paths = self._store("val" if split == "test" else "train")
         return CachedImageDataset(store, store_paths, data.paths, data.labels, transform)
+
+    def _eval_transform(self, corrupted: bool) -> v2.Compose:
+        steps = [build_eval_transform(self.image_size)]
+        if corrupted and self.corruption is not None:
+            steps.append(self.corruption)
+        return v2.Compose(steps)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("train"), self.batch_size, shuffle=True)
@@ -182,5 +196,5 @@ class ImagenetteDataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         if self.predict_dir is None:
             return self.test_dataloader()
-        dataset = ImageFileDataset(list_images(self.predict_dir), None, build_eval_transform(self.image_size))
+        dataset = ImageFileDataset(list_images(self.predict_dir), None, self._eval_transform(corrupted=True))
         return self._loader(dataset, self.eval_batch_size, shuffle=False)

@@ -1,5 +1,6 @@
 """Drift detection statistics: batch two-sample tests and a streaming monitor (no Lightning here; the callback lives in drift/callback.py)."""
 
+from imagenette_drift.drift.image_stats import image_statistics
 from imagenette_drift.drift.loading import detector_from_state_dict
 from imagenette_drift.drift.mmd import MMDDriftDetector
 from imagenette_drift.drift.online import OnlineDriftMonitor
@@ -18,6 +19,7 @@ __all__ = [
     "OnlineDriftStatus",
     "detector_from_state_dict",
     "format_table",
+    "image_statistics",
     "run_window_tests",
     "write_report",
 ]

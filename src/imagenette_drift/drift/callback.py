@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 
 from imagenette_drift.card import CHECKPOINT_KEY
+from imagenette_drift.drift.image_stats import image_statistics
 from imagenette_drift.drift.reference import DriftReference
 from imagenette_drift.drift.windows import run_window_tests, write_report
 
@@ -22,7 +23,8 @@ class DriftCallback(Callback):
     """Store a drift reference in every checkpoint, and test validate/test/predict data against it.
 
     During `fit`, each validation epoch embeds the held-out split carved from train and fits the reference
-    (MMD on embeddings, KS and chi-squared on softmax outputs, the calibrated online monitor); every
+    (MMD on embeddings, KS and chi-squared on softmax outputs, KS on input statistics, the calibrated online
+    monitor); every
     checkpoint saved after it carries that reference in its model card, so it matches the checkpoint's
     weights. During `validate`/`test`/`predict` the images are tested window by window against the reference
     of the loaded checkpoint: statistic, p-value and flag per window go to the logger (`drift/...`), and
@@ -68,33 +70,37 @@ class DriftCallback(Callback):
         self.summary: dict[str, Any] | None = None
         self._embeddings: list[torch.Tensor] = []
         self._probs: list[torch.Tensor] = []
+        self._stats: list[torch.Tensor] = []
 
     def on_drift_detected(self, trainer: pl.Trainer, summary: dict[str, Any]) -> None:
         """Hook called once per evaluation run whose report says drift; empty by default."""
 
     # -- collecting outputs --------------------------------------------------------------------------
     def _reset(self, *_: Any) -> None:
-        self._embeddings, self._probs = [], []
+        self._embeddings, self._probs, self._stats = [], [], []
 
     on_validation_epoch_start = on_test_epoch_start = on_predict_epoch_start = _reset
 
-    def _collect(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, *_: Any) -> None:
+    def _collect(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, *_: Any
+    ) -> None:
         if not isinstance(outputs, dict) or "embeddings" not in outputs:
             return
         self._embeddings.append(outputs["embeddings"].detach().float().cpu())
         self._probs.append(outputs["probs"].detach().float().cpu())
+        self._stats.append(image_statistics(batch[0]).cpu())
 
     on_validation_batch_end = on_test_batch_end = on_predict_batch_end = _collect
 
-    def _gathered(self, pl_module: pl.LightningModule) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def _gathered(self, pl_module: pl.LightningModule) -> tuple[torch.Tensor, ...] | None:
+        """(embeddings, probs, image statistics) of this epoch, from every rank."""
         if not self._embeddings:
             return None
-        embeddings, probs = torch.cat(self._embeddings), torch.cat(self._probs)
+        data = tuple(torch.cat(parts) for parts in (self._embeddings, self._probs, self._stats))
         if pl_module.trainer.world_size > 1:
-            embeddings = pl_module.all_gather(embeddings.to(pl_module.device)).flatten(0, 1).cpu()
-            probs = pl_module.all_gather(probs.to(pl_module.device)).flatten(0, 1).cpu()
+            data = tuple(pl_module.all_gather(t.to(pl_module.device)).flatten(0, 1).cpu() for t in data)
         self._reset()
-        return embeddings, probs
+        return data
 
     # -- fit: build the reference --------------------------------------------------------------------
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -144,6 +150,7 @@ class DriftCallback(Callback):
         pl_module: pl.LightningModule,
         embeddings: torch.Tensor,
         probs: torch.Tensor,
+        image_stats: torch.Tensor,
         stage: str,
     ) -> None:
         if self.reference is None:
@@ -157,7 +164,9 @@ class DriftCallback(Callback):
         )  # collective: all ranks
         if not trainer.is_global_zero:
             return
-        self.summary = run_window_tests(self.reference, embeddings, probs, self.window_size, seed=self.seed)
+        self.summary = run_window_tests(
+            self.reference, embeddings, probs, image_stats, self.window_size, seed=self.seed
+        )
         self.summary["stage"] = stage
         for logger in trainer.loggers:
             for row in self.summary["windows"]:

@@ -20,13 +20,16 @@ class DriftReference:
     """The detectors fitted on in-distribution data, as the checkpoint carries them.
 
     `mmd` tests embeddings (covariate shift), `ks` the softmax outputs per class (black-box shift
-    detection), `chi2` the predicted-label histogram (label shift), and `online` is the streaming monitor the
-    server feeds one image at a time (None when the reference is too small for its window).
+    detection), `chi2` the predicted-label histogram (label shift), `inputs` per-image statistics of the
+    pixels (see `image_stats`: shifts the embeddings ignore, like JPEG artifacts), and `online` is the
+    streaming monitor the server feeds one image at a time (None when the reference is too small for its
+    window).
     """
 
     mmd: MMDDriftDetector
     ks: KSDriftDetector
     chi2: ChiSquaredDriftDetector
+    inputs: KSDriftDetector | None
     online: OnlineDriftMonitor | None
     window_size: int
     n_reference: int
@@ -36,6 +39,7 @@ class DriftReference:
         cls,
         embeddings: Tensor,
         probs: Tensor,
+        image_stats: Tensor | None = None,
         window_size: int = 200,
         max_reference: int = 1000,
         n_permutations: int = 100,
@@ -58,6 +62,9 @@ class DriftReference:
         keep = torch.randperm(len(embeddings), generator=generator)[:max_reference]
         emb = embeddings[keep].detach().float().cpu()
         prob = probs[keep].detach().float().cpu()
+        inputs = (
+            None if image_stats is None else KSDriftDetector(image_stats[keep].detach().float().cpu(), alpha)
+        )
         online = None
         online_window = min(window_size, (len(emb) + 1) // 3)
         if online_window >= 2:
@@ -73,6 +80,7 @@ class DriftReference:
             mmd=MMDDriftDetector(emb.half(), n_permutations=n_permutations, alpha=alpha, seed=seed),
             ks=KSDriftDetector(prob.half(), alpha=alpha),
             chi2=ChiSquaredDriftDetector(prob, num_classes=prob.shape[1], alpha=alpha),
+            inputs=inputs,
             online=online,
             window_size=window_size,
             n_reference=len(emb),
@@ -87,6 +95,7 @@ class DriftReference:
             "mmd": self.mmd.state_dict(),
             "ks": self.ks.state_dict(),
             "chi2": self.chi2.state_dict(),
+            "inputs": None if self.inputs is None else self.inputs.state_dict(),
             "online": None if self.online is None else self.online.state_dict(),
         }
 
@@ -98,11 +107,12 @@ class DriftReference:
             raise ValueError(
                 f"Drift reference version {state.get('version')} is not supported (expected {REFERENCE_VERSION})."
             )
-        online = state.get("online")
+        online, inputs = state.get("online"), state.get("inputs")
         return cls(
             mmd=MMDDriftDetector.from_state_dict(state["mmd"], device=device),
             ks=KSDriftDetector.from_state_dict(state["ks"]),
             chi2=ChiSquaredDriftDetector.from_state_dict(state["chi2"]),
+            inputs=None if inputs is None else KSDriftDetector.from_state_dict(inputs),
             online=None if online is None else OnlineDriftMonitor.from_state_dict(online, device=device),
             window_size=int(state["window_size"]),
             n_reference=int(state["n_reference"]),

@@ -12,13 +12,14 @@ from torch import Tensor
 from imagenette_drift.drift.reference import DriftReference
 from imagenette_drift.io import atomic_path, write_text_atomic
 
-METHODS = ("mmd", "ks", "chi2")
+METHODS = ("mmd", "ks", "chi2", "inputs")
 
 
 def run_window_tests(
     reference: DriftReference,
     embeddings: Tensor,
     probs: Tensor,
+    image_stats: Tensor | None = None,
     window_size: int | None = None,
     seed: int = 0,
     shuffle: bool = True,
@@ -26,7 +27,8 @@ def run_window_tests(
     """Split the images into windows and run every test on each; return a JSON-ready summary.
 
     Images are shuffled (seeded) before windowing by default, because data sets are often ordered by class
-    and a window of one class is a label shift, not what the operator asked about.
+    and a window of one class is a label shift, not what the operator asked about. The input-statistics test
+    runs when both `image_stats` and the reference's `inputs` detector are there.
     """
     if len(embeddings) != len(probs):
         raise ValueError(f"Got {len(embeddings)} embeddings but {len(probs)} softmax rows; they must match.")
@@ -37,6 +39,8 @@ def run_window_tests(
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(n)
     # Full windows only; data smaller than one window is tested as a single (smaller) window.
     chunks = [order[i : i + window] for i in range(0, n - window + 1, window)] or [order]
+    use_inputs = image_stats is not None and reference.inputs is not None
+    methods_run = METHODS if use_inputs else METHODS[:3]
     rows = []
     for index, chunk in enumerate(chunks):
         results = {
@@ -44,6 +48,8 @@ def run_window_tests(
             "ks": reference.ks.test(probs[chunk]),
             "chi2": reference.chi2.test(probs[chunk]),
         }
+        if use_inputs:
+            results["inputs"] = reference.inputs.test(image_stats[chunk])
         row: dict[str, Any] = {"window": index, "size": len(chunk)}
         for name, result in results.items():
             row |= {
@@ -57,7 +63,7 @@ def run_window_tests(
             "flagged_fraction": sum(r[f"{name}_drift"] for r in rows) / len(rows),
             "median_p_value": float(torch.tensor([r[f"{name}_p_value"] for r in rows]).median()),
         }
-        for name in METHODS
+        for name in methods_run
     }
     return {
         "n_images": n,
@@ -101,7 +107,7 @@ def _plot(summary: dict[str, Any], path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(7, 3.5), dpi=100)
     windows = [r["window"] for r in summary["windows"]]
-    for name, marker in zip(METHODS, "os^", strict=True):
+    for name, marker in zip(summary["methods"], "os^D", strict=False):
         ax.plot(windows, [r[f"{name}_p_value"] for r in summary["windows"]], marker, label=name, alpha=0.8)
     ax.axhline(summary["alpha"], color="red", linestyle="--", label=f"alpha = {summary['alpha']}")
     ax.set_yscale("log")
