@@ -58,7 +58,10 @@ def test_testing_a_corrupted_split_reports_drift(trained_checkpoint: Path, in_tm
     pytest.importorskip("corrupt_tta")
     cli_main(
         quickstart_args(
-            "test", f"--ckpt_path={trained_checkpoint}", "--data.corruption=gaussian_noise", "--data.severity=5"
+            "test",
+            f"--ckpt_path={trained_checkpoint}",
+            "--data.corruption=gaussian_noise",
+            "--data.severity=5",
         )
     )
     summary = json.loads((in_tmp / "outputs" / "quickstart" / "drift_report.json").read_text())
