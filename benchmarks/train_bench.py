@@ -177,6 +177,7 @@ def main() -> None:
         "commit": commit,
         "batch_size": args.batch_size,
         "num_workers": args.num_workers,
+        "rounds": rounds,
         **figures,
         **ratios,
     }
