@@ -83,7 +83,9 @@ def main() -> None:
         run_dir,
         run_dir / "test.log",
     )
-    epochs = torch.load(ckpt, weights_only=True)["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"]
+    epochs = torch.load(ckpt, weights_only=True)["loops"]["fit_loop"]["epoch_progress"]["current"][
+        "completed"
+    ]
     test_metrics = json.loads((run_dir / "outputs" / "imagenette" / "test_metrics.json").read_text())
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
