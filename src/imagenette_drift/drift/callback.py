@@ -31,7 +31,8 @@ class DriftCallback(Callback):
     `drift_report.json` and `drift_report.png` go to `report_dir`.
 
     Needs the module's eval and predict steps to return `{"embeddings", "probs"}` (ImagenetteClassifier does).
-    Override `on_drift_detected` to alert someone.
+    Override `on_drift_detected` to alert someone. The reference lives in the model card only (not also in the
+    callback state), and `on_load_checkpoint` restores it from there, so a resumed run keeps it.
     """
 
     def __init__(
@@ -59,13 +60,18 @@ class DriftCallback(Callback):
         if window_size < 2:
             raise ValueError(f"window_size must be >= 2, got {window_size}.")
         self.window_size = window_size
-        self.max_reference = max_reference
-        self.n_permutations = n_permutations
-        self.alpha = alpha
-        self.expected_run_time = expected_run_time
-        self.n_bootstrap = n_bootstrap
         self.seed = seed
         self.report_dir = report_dir
+        # Passed as they are to DriftReference.fit at each validation epoch of fit.
+        self.reference_kwargs = {
+            "window_size": window_size,
+            "max_reference": max_reference,
+            "n_permutations": n_permutations,
+            "alpha": alpha,
+            "expected_run_time": expected_run_time,
+            "n_bootstrap": n_bootstrap,
+            "seed": seed,
+        }
         self.reference: DriftReference | None = None
         self.summary: dict[str, Any] | None = None
         self._embeddings: list[torch.Tensor] = []
@@ -108,16 +114,7 @@ class DriftCallback(Callback):
         if data is None or trainer.sanity_checking:
             return
         if trainer.state.fn == TrainerFn.FITTING:
-            self.reference = DriftReference.fit(
-                *data,
-                window_size=self.window_size,
-                max_reference=self.max_reference,
-                n_permutations=self.n_permutations,
-                alpha=self.alpha,
-                expected_run_time=self.expected_run_time,
-                n_bootstrap=self.n_bootstrap,
-                seed=self.seed,
-            )
+            self.reference = DriftReference.fit(*data, **self.reference_kwargs)
         else:
             self._evaluate(trainer, pl_module, *data, stage="validate")
 
@@ -159,9 +156,8 @@ class DriftCallback(Callback):
                 "then pass --ckpt_path); skipping drift tests."
             )
             return
-        report_dir = Path(
-            self.report_dir or trainer.log_dir or trainer.default_root_dir
-        )  # collective: all ranks
+        # trainer.log_dir is a collective call under DDP: every rank asks for it before rank 0 goes on alone.
+        report_dir = Path(self.report_dir or trainer.log_dir or trainer.default_root_dir)
         if not trainer.is_global_zero:
             return
         self.summary = run_window_tests(

@@ -186,16 +186,8 @@ class ImagenetteClassifier(pl.LightningModule):
     ) -> dict[str, torch.Tensor]:
         """Embeddings, logits and softmax outputs from one forward pass (targets are -1 when unknown)."""
         images, labels = batch
-        features = self.net.embed(images)
-        logits = self.net.head(features).float()
-        if self.hparams.tta_flip:
-            logits = (logits + self.net(images.flip(-1)).float()) / 2
-        return {
-            "probs": logits.softmax(dim=1),
-            "logits": logits,
-            "embeddings": features.float(),
-            "targets": labels,
-        }
+        features, logits = self.net.embed_and_logits(images, self.hparams.tta_flip)
+        return {"probs": logits.softmax(dim=1), "logits": logits, "embeddings": features, "targets": labels}
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(self._param_groups())

@@ -106,3 +106,13 @@ class ImagenetteNet(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.embed(images))
+
+    def embed_and_logits(
+        self, images: torch.Tensor, tta_flip: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings and float logits from one pass; `tta_flip` averages the logits with the mirror image's."""
+        features = self.embed(images)
+        logits = self.head(features).float()
+        if tta_flip:
+            logits = (logits + self(images.flip(-1)).float()) / 2
+        return features.float(), logits
