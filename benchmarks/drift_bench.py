@@ -37,13 +37,13 @@ METHODS = ("mmd", "ks", "chi2", "inputs", "torchdrift_mmd")
 OURS = METHODS[:4]
 
 
-def _embed_cached(model: InferenceModel, paths, cache: Path, corruption=None, severity=0, seed=0):
+def _embed_cached(model: InferenceModel, paths, cache: Path, corruption=None, severity=0):
     """(embeddings, probs, image statistics) of the images, computed once and kept in `cache`."""
     if cache.exists():
         data = torch.load(cache, weights_only=True)
         if "stats" in data:
             return data["embeddings"], data["probs"], data["stats"]
-    embeddings, probs, stats = embed_folder(model, paths, corruption, severity, batch_size=100, seed=seed)
+    embeddings, probs, stats = embed_folder(model, paths, corruption, severity, batch_size=100)
     cache.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"embeddings": embeddings, "probs": probs, "stats": stats}, cache)
     return embeddings, probs, stats

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from torchvision.transforms import v2
 
 from imagenette_drift.checkpoint import InferenceModel, load_for_inference
 from imagenette_drift.data import list_images, read_image
@@ -44,9 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit", type=int, default=None, help="test a seeded random subset of this many images"
     )
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the subset, the corruption and the windows"
-    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the subset and of the window shuffling")
     parser.add_argument("--output", type=Path, default=Path("outputs/drift"), help="folder for the report")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
@@ -60,23 +59,17 @@ def embed_folder(
     corruption: str | None = None,
     severity: int = 3,
     batch_size: int = 64,
-    seed: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Embeddings, softmax outputs and input statistics of images after the eval transform (then corrupted)."""
+    """Embeddings, softmax outputs and input statistics of images after the eval transform (then corrupted,
+    seeded by each image's pixels, as `--data.corruption` does in training)."""
     transform = model.transform
     if corruption is not None:
-        from imagenette_drift.corruptions import corrupt
+        from imagenette_drift.corruptions import CorruptionTransform
+
+        transform = v2.Compose([transform, CorruptionTransform(corruption, severity)])
     embeddings, probs, stats = [], [], []
     for start in range(0, len(paths), batch_size):
-        batch = []
-        for offset, path in enumerate(paths[start : start + batch_size]):
-            image = transform(read_image(path))
-            if corruption is not None:
-                array = corrupt(
-                    image.permute(1, 2, 0).numpy(), corruption, severity, seed=seed + start + offset
-                )
-                image = torch.from_numpy(array).permute(2, 0, 1).contiguous()
-            batch.append(image)
+        batch = [transform(read_image(path)) for path in paths[start : start + batch_size]]
         images = torch.stack(batch)
         emb, prob = model.embed_and_predict(images)
         embeddings.append(emb)
@@ -114,9 +107,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         paths = sorted(random.Random(args.seed).sample(paths, args.limit))
     if len(paths) < 2:
         parser.error(f"--data: {folder} holds {len(paths)} image(s); drift tests need at least 2.")
-    embeddings, probs, stats = embed_folder(
-        model, paths, args.corruption, args.severity, args.batch_size, args.seed
-    )
+    embeddings, probs, stats = embed_folder(model, paths, args.corruption, args.severity, args.batch_size)
     summary = run_window_tests(reference, embeddings, probs, stats, args.window, seed=args.seed)
     summary["source"] = {
         "checkpoint": str(args.checkpoint),

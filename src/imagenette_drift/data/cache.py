@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from torchvision.transforms import v2
 
-from imagenette_drift.data.images import pil_to_rgb
+from imagenette_drift.data.images import read_image
 from imagenette_drift.io import atomic_path, write_text_atomic
 
 
@@ -25,17 +25,11 @@ def _cache_key(paths: Sequence[Path], short_side: int) -> str:
 
 
 def _decode(path: Path, short_side: int) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            image = pil_to_rgb(image)
-            w, h = image.size
-            if min(w, h) != short_side:
-                scale = short_side / min(w, h)
-                size = (max(short_side, round(w * scale)), max(short_side, round(h * scale)))
-                image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=None)
-            return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise RuntimeError(f"Cannot decode image {path}: {e}. Remove or replace this file.") from e
+    """`read_image` (errors name the file), resized so the short side is `short_side`, as a numpy array."""
+    image = read_image(path)
+    if min(image.shape[1:]) != short_side:
+        image = v2.functional.resize(image, short_side, antialias=True)
+    return image.numpy()
 
 
 class DecodedImageStore:
