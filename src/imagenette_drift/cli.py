@@ -27,6 +27,14 @@ EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
         "imagenette_drift.commands.drift:main",
         "Test a folder of images (optionally corrupted) for drift against a checkpoint's reference.",
     ),
+    "serve": (
+        "imagenette_drift.commands.serve:main",
+        "Serve a checkpoint (path or gs:// URI) over REST with LitServe, with online drift monitoring.",
+    ),
+    "report": (
+        "imagenette_drift.commands.report:main",
+        "Write report.md (metrics, learning curves, confusion matrix, drift, profiler) for CML.",
+    ),
 }
 
 
