@@ -1,10 +1,11 @@
 """Run the leaderboard protocol and record it: fit on all of train, test the final weights on official val.
 
-    python benchmarks/leaderboard.py --name r18-5ep --seed 0 -- --trainer.max_epochs=5 [more fit flags]
+    python benchmarks/leaderboard.py --name r18-5ep --seed 0 [--preset configs/presets/gpu.yaml] \
+        [--eval-size 160 --eval-size 192] -- --trainer.max_epochs=5 [more fit flags]
 
 Each run executes, in a fresh folder under outputs/leaderboard/<name>-s<seed>:
-`imagenette fit --config configs/imagenette.yaml --config configs/presets/leaderboard.yaml <flags>` then
-`imagenette test` on `last.ckpt` (the final epoch: no selection on val). Appends the result to
+`imagenette fit --config configs/imagenette.yaml --config configs/presets/leaderboard.yaml [presets] <flags>`
+then `imagenette test` on `last.ckpt` (the final epoch: no selection on val), once per eval size. Appends the result to
 benchmarks/results/leaderboard.json and rewrites leaderboard.md (mean and spread per name).
 """
 
@@ -41,6 +42,92 @@ def _run(args: list[str], cwd: Path, log: Path) -> float:
     return time.perf_counter() - start
 
 
+def run_recipe(
+    name: str,
+    seed: int,
+    flags: list[str],
+    *,
+    presets: list[Path] = (),
+    data: Path | None = None,
+    run_root: Path = REPO / "outputs" / "leaderboard",
+    eval_sizes: list[int] = (),
+) -> dict:
+    """Fit one recipe in a fresh folder, test its final weights (at each eval size), return the result row."""
+    run_dir = run_root / f"{name}-s{seed}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    exe = [sys.executable, "-m", "imagenette_drift"]
+    common = ["--config", str(REPO / "configs" / "imagenette.yaml")]
+    for config in [REPO / "configs" / "presets" / "leaderboard.yaml", *presets]:
+        common += ["--config", str(config)]
+    if data:
+        common.append(f"--data.root={data}")
+    fit_s = _run(
+        [*exe, "fit", *common, f"--seed_everything={seed}", "--trainer.enable_progress_bar=false", *flags],
+        run_dir,
+        run_dir / "fit.log",
+    )
+    ckpt = run_dir / "outputs" / "imagenette" / "checkpoints" / "last.ckpt"
+    # Evaluation keeps the recipe's data/model flags (cache, TTA, crop) but never its training ones.
+    eval_flags = [
+        f for f in flags if f.startswith(("--model.tta_flip", "--data.cache_dir", "--data.num_workers"))
+    ]
+    by_size: dict[str, dict] = {}
+    test_s = 0.0
+    for size in eval_sizes or [None]:
+        size_flags = [f"--data.image_size={size}"] if size else []
+        test_s += _run(
+            [
+                *exe,
+                "test",
+                *common,
+                f"--ckpt_path={ckpt}",
+                "--trainer.enable_progress_bar=false",
+                *eval_flags,
+                *size_flags,
+            ],
+            run_dir,
+            run_dir / f"test{size or ''}.log",
+        )
+        # The logger decides the folder (W&B: outputs/imagenette, CSV: outputs/csv/version_N): take the newest.
+        newest = max(run_dir.rglob("test_metrics.json"), key=lambda p: p.stat().st_mtime)
+        metrics = json.loads(newest.read_text())
+        by_size[str(size or "default")] = metrics
+    first = next(iter(by_size.values()))
+    epochs = torch.load(ckpt, weights_only=True)["loops"]["fit_loop"]["epoch_progress"]["current"][
+        "completed"
+    ]
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
+    ).stdout.strip()
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{os.cpu_count()} CPU cores"
+    row = {
+        "name": name,
+        "seed": seed,
+        "epochs": epochs,
+        "flags": flags,
+        "presets": [str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p) for p in presets],
+        "test_top1": first["test/acc"],
+        "test_top5": first["test/acc_top5"],
+        "test_f1": first["test/f1"],
+        "fit_wall_s": round(fit_s, 1),
+        "test_wall_s": round(test_s, 1),
+        "commit": commit or "unknown",
+        "machine": f"{device}, torch {torch.__version__}",
+    }
+    if len(by_size) > 1:
+        row["test_top1_by_eval_size"] = {k: v["test/acc"] for k, v in by_size.items()}
+    return row
+
+
+def record(row: dict, results: Path = RESULTS, stem: str = "leaderboard") -> None:
+    """Append a row to <stem>.json and rewrite <stem>.md (mean and spread per recipe name)."""
+    path = results / f"{stem}.json"
+    rows = json.loads(path.read_text()) if path.exists() else []
+    rows.append(row)
+    write_text_atomic(path, json.dumps(rows, indent=2) + "\n")
+    write_text_atomic(results / f"{stem}.md", _markdown(rows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -50,64 +137,28 @@ def main() -> None:
     parser.add_argument(
         "--data", type=Path, default=None, help="imagenette2-160 root (default: $IMAGENETTE_DATA)"
     )
+    parser.add_argument(
+        "--preset",
+        type=Path,
+        action="append",
+        default=[],
+        help="extra config file(s), e.g. configs/presets/gpu.yaml",
+    )
+    parser.add_argument(
+        "--eval-size", type=int, action="append", default=[], help="test at this resolution (repeatable)"
+    )
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder for leaderboard.json/.md")
     parser.add_argument("flags", nargs="*", help="extra `imagenette fit` flags, after --")
     args = parser.parse_args()
-
-    run_dir = REPO / "outputs" / "leaderboard" / f"{args.name}-s{args.seed}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    exe = str(Path(sys.executable).with_name("imagenette"))
-    common = [
-        "--config",
-        str(REPO / "configs" / "imagenette.yaml"),
-        "--config",
-        str(REPO / "configs" / "presets" / "leaderboard.yaml"),
-    ]
-    if args.data:
-        common.append(f"--data.root={args.data}")
-    fit_s = _run(
-        [
-            exe,
-            "fit",
-            *common,
-            f"--seed_everything={args.seed}",
-            "--trainer.enable_progress_bar=false",
-            *args.flags,
-        ],
-        run_dir,
-        run_dir / "fit.log",
+    row = run_recipe(
+        args.name,
+        args.seed,
+        args.flags,
+        presets=[p.resolve() for p in args.preset],
+        data=args.data.resolve() if args.data else None,
+        eval_sizes=args.eval_size,
     )
-    ckpt = run_dir / "outputs" / "imagenette" / "checkpoints" / "last.ckpt"
-    tta = [f for f in args.flags if f.startswith("--model.tta_flip")]
-    test_s = _run(
-        [exe, "test", *common, f"--ckpt_path={ckpt}", "--trainer.enable_progress_bar=false", *tta],
-        run_dir,
-        run_dir / "test.log",
-    )
-    epochs = torch.load(ckpt, weights_only=True)["loops"]["fit_loop"]["epoch_progress"]["current"][
-        "completed"
-    ]
-    test_metrics = json.loads((run_dir / "outputs" / "imagenette" / "test_metrics.json").read_text())
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
-    ).stdout.strip()
-    row = {
-        "name": args.name,
-        "seed": args.seed,
-        "epochs": epochs,
-        "flags": args.flags,
-        "test_top1": test_metrics["test/acc"],
-        "test_top5": test_metrics["test/acc_top5"],
-        "test_f1": test_metrics["test/f1"],
-        "fit_wall_s": round(fit_s, 1),
-        "test_wall_s": round(test_s, 1),
-        "commit": commit,
-        "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}",
-    }
-    path = RESULTS / "leaderboard.json"
-    rows = json.loads(path.read_text()) if path.exists() else []
-    rows.append(row)
-    write_text_atomic(path, json.dumps(rows, indent=2) + "\n")
-    write_text_atomic(RESULTS / "leaderboard.md", _markdown(rows))
+    record(row, args.results)
     print(json.dumps(row, indent=2))
 
 

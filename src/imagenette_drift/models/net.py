@@ -11,7 +11,15 @@ from torch import nn
 
 
 def create_backbone(model_name: str, num_classes: int, pretrained: bool = False, **kwargs) -> nn.Module:
-    """`timm.create_model` that fails fast, with a clear message, when pretrained weights can't be fetched."""
+    """`timm.create_model` that fails fast, with a clear message, when pretrained weights can't be fetched.
+
+    Layer kwargs given by name in YAML (`aa_layer: blurpool`) are resolved to timm's layer classes.
+    """
+    if isinstance(kwargs.get("aa_layer"), str):
+        layers = {"blurpool": timm.layers.BlurPool2d, "avgpool": nn.AvgPool2d}
+        if kwargs["aa_layer"] not in layers:
+            raise ValueError(f"aa_layer must be one of {sorted(layers)}, got {kwargs['aa_layer']!r}.")
+        kwargs["aa_layer"] = layers[kwargs["aa_layer"]]
     if model_name not in timm.list_models() and not timm.is_model(model_name):
         close = timm.list_models(f"*{model_name.split('.')[0][:6]}*")[:10]
         raise ValueError(
