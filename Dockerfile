@@ -1,0 +1,44 @@
+# syntax=docker/dockerfile:1
+# Training image: `imagenette` is the entrypoint; mount the repo (configs, data, outputs) at /work.
+#   docker build -t imagenette-drift .                                  # CPU torch (default)
+#   docker build -t imagenette-drift:cu128 --build-arg TORCH_VARIANT=cu128 .   # CUDA 12.8 torch
+#   docker run --rm -v "$PWD:/work" imagenette-drift fit --config configs/quickstart.yaml
+ARG PYTHON_VERSION=3.11
+FROM python:${PYTHON_VERSION}-slim
+
+# cpu, or a CUDA build of the PyTorch wheel index (cu126, cu128, ...); GPUs need `docker run --gpus all`.
+ARG TORCH_VARIANT=cpu
+ARG TORCH_VERSION=2.14.1
+ARG TORCHVISION_VERSION=0.29.1
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    WANDB_DIR=/tmp/wandb
+
+# OpenCV (from the corruptions extra, used by `imagenette drift --corruption`) loads these shared libraries.
+# Unpinned on purpose: the base image's Debian release fixes their versions and brings security updates.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 \
+    && rm -rf /var/lib/apt/lists/*
+
+RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin imagenette
+
+WORKDIR /opt/imagenette-drift
+# torch first, in its own layer: it is the largest and changes least.
+RUN pip install --index-url "https://download.pytorch.org/whl/${TORCH_VARIANT}" \
+        "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
+COPY pyproject.toml README.md ./
+COPY src ./src
+# The project itself from the copied source; its dependencies are bounded in pyproject.toml.
+# hadolint ignore=DL3013
+RUN pip install ".[corruptions]"
+COPY configs ./configs
+
+USER 1000:1000
+WORKDIR /work
+ENTRYPOINT ["imagenette"]
+CMD ["--help"]

@@ -1,0 +1,79 @@
+"""Turn predictions, drift states and errors into what the page shows (plain strings and HTML, no gradio)."""
+
+from __future__ import annotations
+
+from html import escape
+
+from backend import BackendError, DriftState, Prediction
+
+BADGE_CSS = """
+#drift-badge .badge { padding: 0.6em 0.9em; border-radius: 0.5em; font-weight: 600; }
+#drift-badge .badge small { display: block; font-weight: 400; margin-top: 0.2em; }
+#drift-badge .ok { background: #dcfce7; color: #14532d; }
+#drift-badge .drifting { background: #fee2e2; color: #7f1d1d; }
+#drift-badge .warming_up, #drift-badge .off, #drift-badge .unknown { background: #f3f4f6; color: #374151; }
+"""
+
+
+def label_value(prediction: Prediction) -> dict[str, float]:
+    """The `gr.Label` value: class name -> probability."""
+    return dict(prediction.top_k)
+
+
+def latency_text(prediction: Prediction) -> str:
+    """One line: the round trip, and the model's own time when the server reports it."""
+    text = f"Latency: {prediction.round_trip_ms:.0f} ms round trip"
+    if prediction.model_ms is not None:
+        text += f" ({prediction.model_ms:.1f} ms in the model)"
+    return text
+
+
+def drift_state_name(state: DriftState) -> str:
+    """One of ok, drifting, warming_up, off: the badge's colour and its `data-state`."""
+    if not state.enabled:
+        return "off"
+    if not state.window_filled:
+        return "warming_up"
+    return "drifting" if state.drifting else "ok"
+
+
+def _badge(state_name: str, headline: str, detail: str) -> str:
+    return (
+        f'<div class="badge {state_name}" data-state="{state_name}">{escape(headline)}'
+        f"<small>{escape(detail)}</small></div>"
+    )
+
+
+def drift_badge(state: DriftState) -> str:
+    """HTML badge: OK / DRIFTING with the statistic and threshold, or why there is no verdict yet."""
+    name = drift_state_name(state)
+    if name == "off":
+        return _badge(name, "Drift monitoring off", state.reason or "the server has no drift reference")
+    if name == "warming_up":
+        return _badge(
+            name,
+            "Drift: collecting images",
+            f"{state.images_seen} of {state.window_size} images needed for the first window",
+        )
+    comparison = (
+        f"statistic {state.statistic:.4g} {'>' if state.drifting else '<='} threshold {state.threshold:.4g}"
+    )
+    if state.drifting:
+        since = "" if state.drifting_since is None else f" since image {state.drifting_since}"
+        return _badge(name, f"DRIFTING{since}", f"{comparison}; {state.images_seen} images seen")
+    return _badge(name, "Drift: OK", f"{comparison}; {state.images_seen} images seen")
+
+
+def drift_badge_pending() -> str:
+    """Grey badge before the first status arrives."""
+    return _badge("unknown", "Drift status not fetched yet", "it loads with the page and after each image")
+
+
+def drift_unavailable_badge(error: BackendError) -> str:
+    """Grey badge when the drift status could not be fetched."""
+    return _badge("unknown", "Drift status unavailable", str(error))
+
+
+def error_message(error: BackendError) -> str:
+    """Markdown for the message box: the title in bold, then what to do."""
+    return f"**{error.title}.** {error.detail}"

