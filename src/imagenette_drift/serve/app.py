@@ -1,0 +1,108 @@
+"""Assemble the LitServer: the LitAPI, the guard and metrics middlewares, and /info, /drift, /metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import litserve as ls
+from fastapi.responses import PlainTextResponse
+
+from imagenette_drift.card import ModelCard
+from imagenette_drift.serve.api import ImagenetteAPI
+from imagenette_drift.serve.metrics import ServerMetrics
+from imagenette_drift.serve.middleware import MetricsMiddleware, PredictGuard
+from imagenette_drift.serve.monitor import DriftHub, EventChannel
+from imagenette_drift.serve.runtime import RuntimeName
+
+ROUTES = ("/", "/predict", "/health", "/info", "/drift", "/metrics")
+PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Everything `imagenette serve` configures (see its --help)."""
+
+    checkpoint: Path
+    source: str
+    workers: int = 1
+    threads: int = 1
+    max_batch_size: int = 8
+    batch_timeout: float = 0.005
+    runtime: RuntimeName = "torch"
+    max_bytes: int = 10_000_000
+    max_pixels: int = 40_000_000
+    cache_dir: Path = Path(".cache")
+    timeout: float = 30.0
+
+
+class ImagenetteServer(ls.LitServer):
+    """LitServer that starts answering HTTP while the model loads, so `/health` says 503 instead of refusing."""
+
+    def verify_worker_status(self) -> None:
+        # LitServe blocks here until a worker is ready; its /health already reports 503 until all are, and its
+        # worker monitor shuts the server down if a worker fails to load.
+        return
+
+
+def build_server(config: ServeConfig, card: ModelCard, sha256: str) -> ImagenetteServer:
+    """The server for one checkpoint; call `.run(host=..., port=..., num_api_servers=1, ...)` to serve."""
+    channel = EventChannel()
+    metrics = ServerMetrics()
+    hub = DriftHub(card.drift, channel, metrics)
+    api = ImagenetteAPI(
+        config.checkpoint,
+        channel,
+        runtime=config.runtime,
+        threads=config.threads,
+        max_pixels=config.max_pixels,
+        cache_dir=config.cache_dir,
+        max_batch_size=config.max_batch_size,
+        batch_timeout=config.batch_timeout,
+    )
+    server = ImagenetteServer(
+        api,
+        accelerator="cpu",
+        workers_per_device=config.workers,
+        timeout=config.timeout,
+        info_path="/litserve/info",
+        middlewares=[
+            (PredictGuard, {"path": "/predict", "max_bytes": config.max_bytes}),
+            (MetricsMiddleware, {"metrics": metrics, "hub": hub, "routes": ROUTES}),
+        ],
+    )
+    info = model_info(config, card, sha256)
+    server.app.add_api_route("/info", lambda: info, methods=["GET"])
+    server.app.add_api_route("/drift", hub.status, methods=["GET"])
+    server.app.add_api_route(
+        "/metrics",
+        lambda: PlainTextResponse(metrics.render(hub.status()), media_type=PROMETHEUS_TYPE),
+        methods=["GET"],
+    )
+    return server
+
+
+def model_info(config: ServeConfig, card: ModelCard, sha256: str) -> dict[str, Any]:
+    """The `/info` JSON: what model this is, where it came from, and how it was trained and is served."""
+    return {
+        "model_name": card.model_name,
+        "class_names": list(card.class_names),
+        "wnids": list(card.wnids),
+        "num_classes": card.num_classes,
+        "input_size": card.image_size,
+        "mean": list(card.mean),
+        "std": list(card.std),
+        "checkpoint": {"source": config.source, "sha256": sha256},
+        "metrics": {key: float(value) for key, value in card.metrics.items()},
+        "drift_reference": card.drift is not None,
+        "serving": {
+            "runtime": config.runtime,
+            "workers": config.workers,
+            "threads_per_worker": config.threads,
+            "max_batch_size": config.max_batch_size,
+            "batch_timeout": config.batch_timeout,
+            "max_bytes": config.max_bytes,
+            "max_pixels": config.max_pixels,
+        },
+    }

@@ -1,0 +1,101 @@
+"""Start `imagenette serve` as a real subprocess on a free loopback port, and stop it (test helper)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+IMAGENETTE = Path(sys.executable).with_name("imagenette")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServeProcess:
+    """`imagenette serve --checkpoint ... --host 127.0.0.1 --port P` with one thread, logging to a file."""
+
+    def __init__(
+        self, checkpoint: str | Path, log_path: Path, *args: str, env: dict[str, str] | None = None
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.command = [
+            str(IMAGENETTE),
+            "serve",
+            "--checkpoint",
+            str(checkpoint),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--threads",
+            "1",
+            "--log-level",
+            "warning",
+            *args,
+        ]
+        self.env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **(env or {})}
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> ServeProcess:
+        self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop)
+        self.process = subprocess.Popen(
+            self.command, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+        )
+        return self
+
+    def wait_healthy(self, timeout: float = 90.0) -> ServeProcess:
+        """Poll GET /health until 200; fail with the log if the process exits or time runs out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if requests.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"server not healthy after {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def pids(self) -> list[int]:
+        """The server's process and its children (API server, inference workers)."""
+        import psutil
+
+        root = psutil.Process(self.process.pid)
+        return [root.pid, *(child.pid for child in root.children(recursive=True))]
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError):  # workers left in our session, if any
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self._log.close()
+
+    def __enter__(self) -> ServeProcess:
+        return self.start().wait_healthy()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,70 @@
+"""`imagenette serve` start-up: clear errors for bad checkpoints, and a gs:// checkpoint served from its cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import requests
+
+from imagenette_drift.commands.serve import main
+from tests.serve._gcs import StorageEmulator
+from tests.serve._server import ServeProcess
+
+
+def _start_error(capsys: pytest.CaptureFixture, *argv: str) -> str:
+    with pytest.raises(SystemExit) as info:
+        main(list(argv))
+    assert info.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_a_file_that_is_not_a_checkpoint_is_a_one_line_error(
+    tmp_path: Path, capsys, sample_root: Path
+) -> None:
+    jpeg = next((sample_root / "val").rglob("*.JPEG"))
+    err = _start_error(capsys, "--checkpoint", str(jpeg), "--cache-dir", str(tmp_path))
+    assert err.startswith("imagenette serve: error: ") and "is not a readable PyTorch checkpoint" in err
+    assert "Traceback" not in err
+    err = _start_error(capsys, "--checkpoint", str(tmp_path / "none.ckpt"), "--cache-dir", str(tmp_path))
+    assert "does not exist. Train one with `imagenette fit`" in err
+
+
+def test_bad_options_are_refused_before_loading(tmp_path: Path, capsys) -> None:
+    assert "--port must be between 1024 and 65535" in _start_error(
+        capsys, "--checkpoint", "x", "--port", "80"
+    )
+    assert "invalid choice: 'tf'" in _start_error(capsys, "--checkpoint", "x", "--runtime", "tf")
+    assert "must be a positive integer" in _start_error(capsys, "--checkpoint", "x", "--workers", "0")
+
+
+def test_a_missing_gcs_object_is_a_clear_error(gcs, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs.host)
+    gcs.upload("models", "other.ckpt", b"x")
+    err = _start_error(capsys, "--checkpoint", "gs://models/missing.ckpt", "--cache-dir", str(tmp_path))
+    assert "imagenette serve: error: gs://models/missing.ckpt does not exist" in err
+
+
+@pytest.mark.slow
+def test_server_restarts_from_its_cache_when_gcs_is_unreachable(
+    trained_checkpoint: Path, tmp_path: Path
+) -> None:
+    emulator = StorageEmulator(tmp_path / "emulator.log").start()
+    try:
+        generation = emulator.upload("models", "prod/last.ckpt", trained_checkpoint)
+        args = ("--cache-dir", str(tmp_path / "cache"))
+        env = {"STORAGE_EMULATOR_HOST": emulator.host}
+        with ServeProcess("gs://models/prod/last.ckpt", tmp_path / "first.log", *args, env=env) as server:
+            info = requests.get(f"{server.url}/info", timeout=5).json()
+            assert info["checkpoint"]["source"] == "gs://models/prod/last.ckpt"
+    finally:
+        emulator.stop()
+    with ServeProcess("gs://models/prod/last.ckpt", tmp_path / "second.log", *args, env=env) as server:
+        assert (
+            requests.get(f"{server.url}/info", timeout=5).json()["checkpoint"]["sha256"]
+            == info["checkpoint"]["sha256"]
+        )
+        assert (
+            f"GCS unreachable; serving cached generation {generation} of gs://models/prod/last.ckpt"
+            in server.log()
+        )

@@ -1,0 +1,74 @@
+"""Torch and ONNX Runtime backends give the LightningModule's probabilities; the ONNX export is cached."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import requests
+import torch
+
+from imagenette_drift.card import CHECKPOINT_KEY
+from imagenette_drift.checkpoint import read_checkpoint
+from imagenette_drift.data import read_image
+from imagenette_drift.models import ImagenetteClassifier
+from imagenette_drift.serve.runtime import OnnxRuntime, TorchRuntime
+from tests.serve._server import ServeProcess
+from tests.serve.test_http import assert_matches, predict_file
+
+
+@pytest.fixture(scope="module")
+def module_probs(trained_checkpoint: Path, inference_model, val_images):
+    """(uint8 batch after the eval transform, the LightningModule's probabilities) for 8 real images."""
+    module = ImagenetteClassifier.load_from_checkpoint(
+        trained_checkpoint, map_location="cpu", weights_only=True
+    )
+    module.eval()
+    images = torch.stack([inference_model.transform(read_image(path)) for path in val_images[::5]])
+    with torch.inference_mode():
+        probs = module.predict_step((images, torch.full((len(images),), -1)), 0)["probs"]
+    return images, probs
+
+
+def test_torch_runtime_matches_the_module(inference_model, module_probs) -> None:
+    images, expected = module_probs
+    features, probs = TorchRuntime(inference_model)(images)
+    torch.testing.assert_close(torch.from_numpy(probs), expected, rtol=0, atol=1e-4)
+    assert features.shape == (len(images), inference_model.net.backbone.num_features)
+
+
+def test_onnx_runtime_matches_the_module_and_reuses_its_export(
+    inference_model, module_probs, tmp_path
+) -> None:
+    images, expected = module_probs
+    runtime = OnnxRuntime(inference_model, tmp_path, threads=1)
+    assert runtime.path == tmp_path / "onnx" / f"{inference_model.sha256}.onnx"
+    features, probs = runtime(images)
+    torch.testing.assert_close(torch.from_numpy(probs), expected, rtol=0, atol=1e-3)
+    reference_features, _ = TorchRuntime(inference_model)(images)
+    torch.testing.assert_close(
+        torch.from_numpy(features), torch.from_numpy(reference_features), rtol=0, atol=1e-3
+    )
+    exported_at = runtime.path.stat().st_mtime_ns
+    OnnxRuntime(inference_model, tmp_path, threads=1)
+    assert runtime.path.stat().st_mtime_ns == exported_at  # cached by checkpoint sha256, not re-exported
+
+
+@pytest.mark.slow
+def test_onnx_server_without_a_drift_reference(
+    trained_checkpoint: Path, tmp_path: Path, val_images, inference_model
+):
+    checkpoint = read_checkpoint(trained_checkpoint)
+    checkpoint[CHECKPOINT_KEY]["drift"] = None
+    no_drift = tmp_path / "no_drift.ckpt"
+    torch.save(checkpoint, no_drift)
+    args = ("--runtime", "onnx", "--cache-dir", str(tmp_path / "cache"))
+    with ServeProcess(no_drift, tmp_path / "server.log", *args) as server:
+        assert requests.get(f"{server.url}/info", timeout=5).json()["serving"]["runtime"] == "onnx"
+        for path in val_images[:3]:
+            reply = predict_file(server.url, path.read_bytes())
+            expected = inference_model.predict_proba(inference_model.transform(read_image(path))[None])[0]
+            assert_matches(reply.json(), expected, list(inference_model.card.wnids), atol=1e-3)
+        drift = requests.get(f"{server.url}/drift", timeout=5).json()
+        assert drift["enabled"] is False and "no drift reference" in drift["reason"]
+        assert drift["images_seen"] == 3 and drift["statistic"] is None and drift["window_size"] is None
