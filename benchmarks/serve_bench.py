@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--workers", type=int, default=1, help="our server's inference workers (each gets threads // workers)"
     )
-    parser.add_argument("--runtimes", nargs="+", default=["onnx", "torch"], choices=["onnx", "torch"])
+    parser.add_argument("--runtimes", nargs="+", default=["onnx", "torch"], choices=["onnx", "bf16", "torch"])
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--batch-timeout", type=float, default=0.005)
     parser.add_argument("--log-dir", type=Path, default=REPO / "outputs/serve_bench")

@@ -1,6 +1,6 @@
 """Training throughput, from one run: loader only, step only, `imagenette fit`, and a plain PyTorch loop.
 
-All four use the same model (configs/imagenette.yaml), data, precision (bf16 autocast on CPU), channels_last
+All four use the same model (ResNet-18 at 128 px), data, precision (bf16 autocast on CPU), channels_last
 and batch size. The plain loop is the baseline the Lightning engine is compared with (target: fit >= 0.97x).
 
     python benchmarks/train_bench.py --data ../shared/data/imagenette2-160   # a few minutes here

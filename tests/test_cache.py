@@ -40,9 +40,21 @@ def test_images_are_resized_to_the_short_side(sample_root: Path, tmp_path: Path)
         assert min(store[i].shape[1:]) == 96
 
 
-def test_datamodule_with_cache_gives_identical_eval_batches(sample_root: Path, tmp_path: Path) -> None:
-    plain = ImagenetteDataModule(root=str(sample_root), num_workers=0, batch_size=8)
-    cached = ImagenetteDataModule(root=str(sample_root), num_workers=0, batch_size=8, cache_dir=str(tmp_path))
+def test_images_are_never_enlarged(sample_root: Path, tmp_path: Path) -> None:
+    paths = scan_split(sample_root, "val").paths[:3]
+    store = DecodedImageStore.build(paths, tmp_path, short_side=192)
+    for i, path in enumerate(paths):
+        assert torch.equal(store[i], read_image(path))  # exactly the decoded JPEG, 160 px short side
+
+
+@pytest.mark.parametrize("image_size", [160, 176])
+def test_datamodule_with_cache_gives_identical_eval_batches(
+    sample_root: Path, tmp_path: Path, image_size: int
+) -> None:
+    plain = ImagenetteDataModule(root=str(sample_root), num_workers=0, batch_size=8, image_size=image_size)
+    cached = ImagenetteDataModule(
+        root=str(sample_root), num_workers=0, batch_size=8, cache_dir=str(tmp_path), image_size=image_size
+    )
     for dm in (plain, cached):
         dm.prepare_data()
         dm.setup("fit")

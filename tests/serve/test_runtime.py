@@ -37,6 +37,13 @@ def test_torch_runtime_matches_the_module(inference_model, module_probs) -> None
     assert features.shape == (len(images), inference_model.net.backbone.num_features)
 
 
+def test_bf16_runtime_stays_close_to_the_module(inference_model, module_probs) -> None:
+    images, expected = module_probs
+    features, probs = TorchRuntime(inference_model, bf16=True)(images)
+    assert features.dtype == probs.dtype == "float32"
+    torch.testing.assert_close(torch.from_numpy(probs), expected, rtol=0, atol=2e-2)
+
+
 def test_onnx_runtime_matches_the_module_and_reuses_its_export(
     inference_model, module_probs, tmp_path
 ) -> None:

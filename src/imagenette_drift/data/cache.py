@@ -17,7 +17,7 @@ from imagenette_drift.io import atomic_path, write_text_atomic
 
 
 def _cache_key(paths: Sequence[Path], short_side: int) -> str:
-    digest = hashlib.sha256(f"v1:{short_side}".encode())
+    digest = hashlib.sha256(f"v2:{short_side}".encode())
     for path in paths:
         stat = os.stat(path)
         digest.update(f"{Path(path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
@@ -25,15 +25,19 @@ def _cache_key(paths: Sequence[Path], short_side: int) -> str:
 
 
 def _decode(path: Path, short_side: int) -> np.ndarray:
-    """`read_image` (errors name the file), resized so the short side is `short_side`, as a numpy array."""
+    """`read_image` (errors name the file), shrunk to a short side of at most `short_side`, as numpy.
+
+    Never enlarged: an eval size above the files' own (176 px from imagenette2-160) is the eval transform's
+    job, so the cache holds exactly what decoding the JPEG gives and training sees the same pixels either way.
+    """
     image = read_image(path)
-    if min(image.shape[1:]) != short_side:
+    if min(image.shape[1:]) > short_side:
         image = v2.functional.resize(image, short_side, antialias=True)
     return image.numpy()
 
 
 class DecodedImageStore:
-    """Images decoded to uint8 (3, H, W) with the short side resized to `short_side`, in one flat memmap.
+    """Images decoded to uint8 (3, H, W), short side shrunk to at most `short_side`, in one flat memmap.
 
     Build it once per split with `DecodedImageStore.build` (it reuses a cache whose key matches the paths,
     sizes and modification times); reading an item is a slice of the memmap, with no decoding. The file is
@@ -79,7 +83,9 @@ class DecodedImageStore:
             write_text_atomic(index_path, json.dumps({"shapes": shapes, "short_side": short_side}))
         shapes = np.asarray(json.loads(index_path.read_text())["shapes"], dtype=np.int64).reshape(-1, 3)
         if len(shapes) != len(paths):
-            raise RuntimeError(f"Cache {index_path} lists {len(shapes)} images, expected {len(paths)}; delete it.")
+            raise RuntimeError(
+                f"Cache {index_path} lists {len(shapes)} images, expected {len(paths)}; delete it."
+            )
         offsets = np.concatenate([[0], np.cumsum(shapes.prod(axis=1))[:-1]])
         return cls(data_path, offsets, shapes)
 
@@ -87,7 +93,9 @@ class DecodedImageStore:
 class CachedImageDataset(torch.utils.data.Dataset):
     """Like `ImageFileDataset`, but items come from a `DecodedImageStore` instead of the JPEG files."""
 
-    def __init__(self, store: DecodedImageStore, store_paths: Sequence[Path], paths, labels, transform=None) -> None:
+    def __init__(
+        self, store: DecodedImageStore, store_paths: Sequence[Path], paths, labels, transform=None
+    ) -> None:
         position = {p: i for i, p in enumerate(store_paths)}
         missing = [p for p in paths if p not in position]
         if missing:

@@ -1,4 +1,7 @@
-"""Inference backends for the server: eager torch or ONNX Runtime, both mapping a uint8 batch to (embeddings, probs)."""
+"""Inference backends for the server: eager torch (fp32 or bf16 autocast) or ONNX Runtime.
+
+Each maps a uint8 batch to (embeddings, probs).
+"""
 
 from __future__ import annotations
 
@@ -13,8 +16,8 @@ from torch import nn
 from imagenette_drift.checkpoint import InferenceModel
 from imagenette_drift.io import atomic_path
 
-RuntimeName = Literal["torch", "onnx"]
-RUNTIMES: tuple[str, ...] = ("torch", "onnx")
+RuntimeName = Literal["torch", "bf16", "onnx"]
+RUNTIMES: tuple[str, ...] = ("torch", "bf16", "onnx")
 ONNX_OPSET = 18
 
 log = logging.getLogger(__name__)
@@ -27,13 +30,18 @@ class Runtime(Protocol):
 
 
 class TorchRuntime:
-    """The checkpoint's network in eval mode, channels_last, under `torch.inference_mode`."""
+    """The checkpoint's network in eval mode, channels_last, under `torch.inference_mode`.
 
-    def __init__(self, model: InferenceModel) -> None:
+    `bf16=True` runs it under CPU bfloat16 autocast, as in training: about 2x the fp32 speed on CPUs with AMX
+    (slower on CPUs without bf16 instructions), with probabilities within about 1e-2 of fp32's.
+    """
+
+    def __init__(self, model: InferenceModel, bf16: bool = False) -> None:
         self.model = model
+        self.bf16 = bf16
 
     def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
             features, probs = self.model.embed_and_predict(images)
         return features.float().numpy(), probs.float().numpy()
 
@@ -101,8 +109,8 @@ class OnnxRuntime:
 
 def create_runtime(name: RuntimeName, model: InferenceModel, cache_dir: Path, threads: int) -> Runtime:
     """Build the named backend for an already loaded model."""
-    if name == "torch":
-        return TorchRuntime(model)
+    if name in ("torch", "bf16"):
+        return TorchRuntime(model, bf16=name == "bf16")
     if name == "onnx":
         return OnnxRuntime(model, cache_dir, threads)
     raise ValueError(f"Unknown runtime {name!r}; choose one of {RUNTIMES}.")
