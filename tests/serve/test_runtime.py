@@ -9,10 +9,10 @@ import requests
 import torch
 
 from imagenette_drift.card import CHECKPOINT_KEY
-from imagenette_drift.checkpoint import read_checkpoint
+from imagenette_drift.checkpoint import load_for_inference, read_checkpoint
 from imagenette_drift.data import read_image
 from imagenette_drift.models import ImagenetteClassifier
-from imagenette_drift.serve.runtime import OnnxRuntime, TorchRuntime
+from imagenette_drift.serve.runtime import OnnxRuntime, TorchRuntime, create_runtime
 from tests.serve._server import ServeProcess
 from tests.serve.test_http import assert_matches, predict_file
 
@@ -49,7 +49,7 @@ def test_onnx_runtime_matches_the_module_and_reuses_its_export(
 ) -> None:
     images, expected = module_probs
     runtime = OnnxRuntime(inference_model, tmp_path, threads=1)
-    assert runtime.path == tmp_path / "onnx" / f"{inference_model.sha256}.onnx"
+    assert runtime.path == tmp_path / "onnx" / f"{inference_model.sha256}-tta0.onnx"
     features, probs = runtime(images)
     torch.testing.assert_close(torch.from_numpy(probs), expected, rtol=0, atol=1e-3)
     reference_features, _ = TorchRuntime(inference_model)(images)
@@ -79,3 +79,27 @@ def test_onnx_server_without_a_drift_reference(
         drift = requests.get(f"{server.url}/drift", timeout=5).json()
         assert drift["enabled"] is False and "no drift reference" in drift["reason"]
         assert drift["images_seen"] == 3 and drift["statistic"] is None and drift["window_size"] is None
+
+
+@pytest.mark.slow
+def test_a_tta_checkpoint_is_served_with_the_flip_unless_no_tta(
+    trained_checkpoint: Path, tmp_path: Path, val_images, inference_model
+) -> None:
+    checkpoint = read_checkpoint(trained_checkpoint)
+    checkpoint[CHECKPOINT_KEY]["tta_flip"] = True
+    tta_checkpoint = tmp_path / "tta.ckpt"
+    torch.save(checkpoint, tta_checkpoint)
+    tta_model = load_for_inference(tta_checkpoint)
+    paths = val_images[:3]
+    images = torch.stack([inference_model.transform(read_image(path)) for path in paths])
+    with_flip = tta_model.predict_proba(images)
+    without_flip = inference_model.predict_proba(images)
+    assert not torch.allclose(with_flip, without_flip, rtol=0, atol=1e-4)  # the flip changes the answer
+    _, served = create_runtime("torch", tta_model, tmp_path, threads=1)(images)  # the default keeps it
+    torch.testing.assert_close(torch.from_numpy(served), with_flip, rtol=0, atol=1e-4)
+
+    with ServeProcess(tta_checkpoint, tmp_path / "server.log", "--no-tta") as server:
+        assert requests.get(f"{server.url}/info", timeout=5).json()["serving"]["tta_flip"] is False
+        wnids = list(inference_model.card.wnids)
+        for path, expected in zip(paths, without_flip, strict=True):
+            assert_matches(predict_file(server.url, path.read_bytes()).json(), expected, wnids, atol=1e-4)

@@ -86,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
         "probabilities within ~1e-2 of fp32), onnx (ONNX Runtime, fp32)",
     )
     parser.add_argument(
+        "--no-tta",
+        action="store_true",
+        help="one forward pass per image even when the checkpoint was evaluated with a mirrored second pass "
+        "(tta_flip): half the compute, the accuracy of the model without test-time flips",
+    )
+    parser.add_argument(
         "--max-bytes", type=_positive_int, default=10_000_000, help="largest request body (413 above)"
     )
     parser.add_argument(
@@ -158,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         max_batch_size=args.max_batch_size,
         batch_timeout=args.batch_timeout,
         runtime=args.runtime,
+        tta=not args.no_tta,
         max_bytes=args.max_bytes,
         max_pixels=args.max_pixels,
         cache_dir=args.cache_dir,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ class ImagenetteAPI(ls.LitAPI):
         checkpoint: Path,
         channel: EventChannel,
         runtime: RuntimeName = "torch",
+        tta: bool = True,
         threads: int = 1,
         max_pixels: int = 40_000_000,
         cache_dir: Path = Path(".cache"),
@@ -44,7 +46,10 @@ class ImagenetteAPI(ls.LitAPI):
         Args:
             checkpoint: Local `.ckpt` path (already resolved from gs:// by the command).
             channel: Where each batch's embeddings go, for the drift monitor and batch-size metrics.
-            runtime: `torch` (eager, channels_last) or `onnx` (ONNX Runtime, exported once and cached).
+            runtime: `torch` (eager, channels_last), `bf16` (the same under bfloat16 autocast) or `onnx`
+                (ONNX Runtime, exported once and cached).
+            tta: Average with the mirror image when the checkpoint was evaluated so (its card's tta_flip);
+                False serves one pass per image.
             threads: Intra-op threads of this worker.
             max_pixels: Largest width x height accepted (decompression-bomb guard); more is a 413.
             cache_dir: Folder for the exported ONNX model.
@@ -56,6 +61,7 @@ class ImagenetteAPI(ls.LitAPI):
         self.checkpoint = Path(checkpoint)
         self.channel = channel
         self.runtime_name = runtime
+        self.tta = tta
         self.threads = threads
         self.max_pixels = max_pixels
         self.cache_dir = Path(cache_dir)
@@ -63,6 +69,8 @@ class ImagenetteAPI(ls.LitAPI):
     def setup(self, device: str) -> None:
         torch.set_num_threads(self.threads)
         model = load_for_inference(self.checkpoint, map_location="cpu", channels_last=True)
+        if not self.tta:
+            model.card = dataclasses.replace(model.card, tta_flip=False)
         self.card: ModelCard = model.card
         self.transform = model.transform
         self.runtime: Runtime = create_runtime(self.runtime_name, model, self.cache_dir, self.threads)

@@ -31,6 +31,7 @@ class ServeConfig:
     max_batch_size: int = 8
     batch_timeout: float = 0.005
     runtime: RuntimeName = "torch"
+    tta: bool = True
     max_bytes: int = 10_000_000
     max_pixels: int = 40_000_000
     cache_dir: Path = Path(".cache")
@@ -55,6 +56,7 @@ def build_server(config: ServeConfig, card: ModelCard, sha256: str) -> Imagenett
         config.checkpoint,
         channel,
         runtime=config.runtime,
+        tta=config.tta,
         threads=config.threads,
         max_pixels=config.max_pixels,
         cache_dir=config.cache_dir,
@@ -98,6 +100,7 @@ def model_info(config: ServeConfig, card: ModelCard, sha256: str) -> dict[str, A
         "drift_reference": card.drift is not None,
         "serving": {
             "runtime": config.runtime,
+            "tta_flip": card.tta_flip and config.tta,
             "workers": config.workers,
             "threads_per_worker": config.threads,
             "max_batch_size": config.max_batch_size,

@@ -81,7 +81,7 @@ def export_onnx(model: InferenceModel, dest: Path) -> Path:
 
 
 class OnnxRuntime:
-    """ONNX Runtime session on the exported model, cached at `<cache_dir>/onnx/<checkpoint sha256>.onnx`.
+    """ONNX Runtime session on the exported model, cached at `<cache_dir>/onnx/<sha256>-tta<0|1>.onnx`.
 
     The export runs once per checkpoint (a few seconds); later starts reuse the cached file.
     """
@@ -89,7 +89,8 @@ class OnnxRuntime:
     def __init__(self, model: InferenceModel, cache_dir: Path, threads: int) -> None:
         import onnxruntime as ort
 
-        path = Path(cache_dir) / "onnx" / f"{model.sha256}.onnx"
+        # The graph holds the mirrored pass or not: the export is keyed by both.
+        path = Path(cache_dir) / "onnx" / f"{model.sha256}-tta{int(model.card.tta_flip)}.onnx"
         if not path.is_file():
             log.info("Exporting the model to ONNX at %s (once per checkpoint)", path)
             export_onnx(model, path)
