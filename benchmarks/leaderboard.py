@@ -106,6 +106,7 @@ def run_recipe(
         "epochs": epochs,
         "flags": flags,
         "presets": [str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p) for p in presets],
+        "eval_size": eval_sizes[0] if eval_sizes else "config",
         "test_top1": first["test/acc"],
         "test_top5": first["test/acc_top5"],
         "test_f1": first["test/f1"],
@@ -168,8 +169,8 @@ def _markdown(rows: list[dict]) -> str:
         "",
         "Fit on all of `train`, test the final epoch's weights on the official `val` (3,925 images).",
         "",
-        "| recipe | epochs | seeds | top-1 (mean ± sd) | per seed | fit wall (s) | commit |",
-        "|---|---|---|---|---|---|---|",
+        "| recipe | epochs | eval px | seeds | top-1 (mean ± sd) | per seed | fit wall (s) | commit |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name in dict.fromkeys(r["name"] for r in rows):
         group = [r for r in rows if r["name"] == name]
@@ -178,7 +179,7 @@ def _markdown(rows: list[dict]) -> str:
         per_seed = ", ".join(f"s{r['seed']}: {100 * r['test_top1']:.2f}" for r in group)
         walls = ", ".join(f"{r['fit_wall_s']:.0f}" for r in group)
         lines.append(
-            f"| {name} | {group[0]['epochs']} | {len(group)} | {statistics.mean(accs):.2f} ± {spread:.2f} | {per_seed} | {walls} | {group[-1]['commit']} |"
+            f"| {name} | {group[0]['epochs']} | {group[0].get('eval_size', '?')} | {len(group)} | {statistics.mean(accs):.2f} ± {spread:.2f} | {per_seed} | {walls} | {group[-1]['commit']} |"
         )
     lines += [
         "",

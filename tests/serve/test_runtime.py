@@ -12,7 +12,7 @@ from imagenette_drift.card import CHECKPOINT_KEY
 from imagenette_drift.checkpoint import load_for_inference, read_checkpoint
 from imagenette_drift.data import read_image
 from imagenette_drift.models import ImagenetteClassifier
-from imagenette_drift.serve.runtime import OnnxRuntime, TorchRuntime, create_runtime
+from imagenette_drift.serve.runtime import OnnxRuntime, TorchRuntime, create_runtime, fold_batchnorm
 from tests.serve._server import ServeProcess
 from tests.serve.test_http import assert_matches, predict_file
 
@@ -35,6 +35,17 @@ def test_torch_runtime_matches_the_module(inference_model, module_probs) -> None
     features, probs = TorchRuntime(inference_model)(images)
     torch.testing.assert_close(torch.from_numpy(probs), expected, rtol=0, atol=1e-4)
     assert features.shape == (len(images), inference_model.net.backbone.num_features)
+
+
+def test_batchnorm_is_folded_into_every_conv_it_follows(inference_model, module_probs) -> None:
+    images, _ = module_probs
+    norms = [m for m in inference_model.net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    folded, count = fold_batchnorm(inference_model.net)
+    assert count == len(norms) == 20  # ResNet-18: stem, 16 in the blocks, 3 downsamples
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in inference_model.net.modules())  # a copy
+    with torch.inference_mode():
+        torch.testing.assert_close(folded(images), inference_model.net(images), rtol=0, atol=1e-4)
 
 
 def test_bf16_runtime_stays_close_to_the_module(inference_model, module_probs) -> None:

@@ -5,12 +5,14 @@ Each maps a uint8 batch to (embeddings, probs).
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
 import torch
+import torch.fx
 from torch import nn
 
 from imagenette_drift.checkpoint import InferenceModel
@@ -29,15 +31,66 @@ class Runtime(Protocol):
     def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]: ...
 
 
+class _Features(nn.Module):
+    """`backbone.forward_features` as a module's forward, for tracing."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_features(x)
+
+
+def fold_batchnorm(net: nn.Module) -> tuple[nn.Module, int]:
+    """A copy of an eval-mode `ImagenetteNet` with every BatchNorm that directly follows a conv folded into it.
+
+    Eval-mode BatchNorm is an affine map, so folding it into the conv's weights and bias is exact up to float
+    rounding and saves a pass over every activation (about a tenth of ResNet-18's eager CPU time). Conv -> BN
+    pairs are found by tracing the backbone's `forward_features` with torch.fx, so any timm model works; one
+    that cannot be traced is returned unchanged. Returns (the copy, the number of folded layers).
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    net = copy.deepcopy(net).eval()
+    try:
+        graph = torch.fx.symbolic_trace(_Features(net.backbone))
+    except Exception as e:  # tracing is an optimisation: any failure just means no folding
+        log.info("Not folding BatchNorm: %s cannot be traced (%s)", type(net.backbone).__name__, e)
+        return net, 0
+    modules = dict(graph.named_modules())
+    pairs = []
+    for node in graph.graph.nodes:
+        if node.op == "call_module" and isinstance(modules[node.target], nn.BatchNorm2d):
+            source = node.args[0]
+            if (
+                isinstance(source, torch.fx.Node)
+                and source.op == "call_module"
+                and isinstance(modules[source.target], nn.Conv2d)
+                and len(source.users) == 1
+            ):
+                pairs.append((source.target, node.target))
+    for conv_name, bn_name in pairs:
+        conv_name, bn_name = conv_name.removeprefix("backbone."), bn_name.removeprefix("backbone.")
+        conv, bn = net.backbone.get_submodule(conv_name), net.backbone.get_submodule(bn_name)
+        net.backbone.set_submodule(conv_name, fuse_conv_bn_eval(conv, bn))
+        net.backbone.set_submodule(bn_name, nn.Identity())
+    if getattr(net, "channels_last", False):
+        net.backbone = net.backbone.to(memory_format=torch.channels_last)
+    return net, len(pairs)
+
+
 class TorchRuntime:
-    """The checkpoint's network in eval mode, channels_last, under `torch.inference_mode`.
+    """The checkpoint's network in eval mode, channels_last, BatchNorm folded, under `torch.inference_mode`.
 
     `bf16=True` runs it under CPU bfloat16 autocast, as in training: about 2x the fp32 speed on CPUs with AMX
     (slower on CPUs without bf16 instructions), with probabilities within about 1e-2 of fp32's.
     """
 
     def __init__(self, model: InferenceModel, bf16: bool = False) -> None:
-        self.model = model
+        net, folded = fold_batchnorm(model.net)
+        log.info("Folded %d BatchNorm layers into their convolutions", folded)
+        self.model = InferenceModel(net, model.card, model.sha256)
         self.bf16 = bf16
 
     def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
