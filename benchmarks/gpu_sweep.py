@@ -27,6 +27,8 @@ from leaderboard import REPO, record, run_recipe
 BASE = [
     "--model.model_name=resnet18d",
     "--data.train_image_size=144",
+    "--data.image_size=176",
+    "--data.min_scale=0.5",
     "--model.optimizer.init_args.lr=0.2",
     "--model.tta_flip=true",
 ]
@@ -34,7 +36,8 @@ EMA = [
     "--trainer.callbacks+=lightning.pytorch.callbacks.EMAWeightAveraging",
     "--trainer.callbacks.decay=0.99",
 ]
-# name -> (epochs, seed, flags); the base recipe is the best CPU-measured one so far (80.15% at 5 epochs).
+# name -> (epochs, seed, flags) on top of configs/imagenette.yaml (ResNet-18-D, train 144 / eval 176 px, crops of
+# 50-100%: 81.62% at 5 epochs on CPU); the flags repeat the recipe so the sweep stays put if the config moves.
 RECIPES: dict[str, tuple[int, int, list[str]]] = {
     "r18d-144-lr0.2": (5, 0, BASE),
     "r18d-144-lr0.2-20ep": (20, 0, BASE),
@@ -45,7 +48,7 @@ RECIPES: dict[str, tuple[int, int, list[str]]] = {
     "r18d-144-lr0.4": (5, 0, [*BASE, "--model.optimizer.init_args.lr=0.4"]),
     "r18d-144-wd5e-4": (5, 0, [*BASE, "--model.optimizer.init_args.weight_decay=5e-4"]),
     "r18d-144-scale0.25": (5, 0, [*BASE, "--data.min_scale=0.25"]),
-    "r18d-144-scale0.5": (5, 0, [*BASE, "--data.min_scale=0.5"]),
+    "r18d-144-scale0.35": (5, 0, [*BASE, "--data.min_scale=0.35"]),
     "r18d-144-ls0": (5, 0, [*BASE, "--model.label_smoothing=0.0"]),
     "r18d-144-warm0.1": (5, 0, [*BASE, "--model.warmup_fraction=0.1"]),
     "r18d-144-bs32": (5, 0, [*BASE, "--data.batch_size=32", "--model.optimizer.init_args.lr=0.1"]),
