@@ -22,6 +22,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_for_http(url: str, process: subprocess.Popen, log: Path, timeout: float) -> None:
+    """Poll `url` until it answers 200; fail with the process's log if it exits or never gets there."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args} exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout} s:\n{log.read_text()[-3000:]}")
+
+
 class ServeProcess:
     """`imagenette serve --checkpoint ... --host 127.0.0.1 --port P` with one thread, logging to a file."""
 
@@ -58,17 +71,9 @@ class ServeProcess:
 
     def wait_healthy(self, timeout: float = 90.0) -> ServeProcess:
         """Poll GET /health until 200; fail with the log if the process exits or time runs out."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                if requests.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return self
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"server not healthy after {timeout} s:\n{self.log()}")
+        self._log.flush()
+        wait_for_http(f"{self.url}/health", self.process, self.log_path, timeout)
+        return self
 
     def log(self) -> str:
         return self.log_path.read_text()
