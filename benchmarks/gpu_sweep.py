@@ -24,6 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from leaderboard import REPO, record, run_recipe
 
+from imagenette_drift.io import write_text_atomic
+
 BASE = [
     "--model.model_name=resnet18d",
     "--data.train_image_size=144",
@@ -38,22 +40,20 @@ EMA = [
 ]
 # name -> (epochs, seed, flags) on top of configs/imagenette.yaml (ResNet-18-D, train 144 / eval 176 px, crops of
 # 50-100%: 81.62% at 5 epochs on CPU); the flags repeat the recipe so the sweep stays put if the config moves.
+# In the order they start: the two 20-epoch runs first (the longest), then the 5-epoch levers, likeliest first.
 RECIPES: dict[str, tuple[int, int, list[str]]] = {
-    "r18d-144-lr0.2": (5, 0, BASE),
-    "r18d-144-lr0.2-20ep": (20, 0, BASE),
-    "r18d-144-silu": (5, 0, [*BASE, "--model.timm_kwargs={act_layer: silu}"]),
-    "r18d-144-blurpool": (5, 0, [*BASE, "--model.timm_kwargs={aa_layer: blurpool}"]),
-    "r18d-144-ema0.99": (5, 0, [*BASE, *EMA]),
-    "r18d-160": (5, 0, [*BASE, "--data.train_image_size=160"]),
-    "r18d-144-lr0.4": (5, 0, [*BASE, "--model.optimizer.init_args.lr=0.4"]),
-    "r18d-144-wd5e-4": (5, 0, [*BASE, "--model.optimizer.init_args.weight_decay=5e-4"]),
-    "r18d-144-scale0.25": (5, 0, [*BASE, "--data.min_scale=0.25"]),
-    "r18d-144-scale0.35": (5, 0, [*BASE, "--data.min_scale=0.35"]),
-    "r18d-144-ls0": (5, 0, [*BASE, "--model.label_smoothing=0.0"]),
-    "r18d-144-warm0.1": (5, 0, [*BASE, "--model.warmup_fraction=0.1"]),
-    "r18d-144-bs32": (5, 0, [*BASE, "--data.batch_size=32", "--model.optimizer.init_args.lr=0.1"]),
-    "r18d-144-linear": (5, 0, [*BASE, "--model.scheduler=linear"]),
-    "r18d-144-adamw": (
+    "r18d-20ep": (20, 0, BASE),
+    "r18d-20ep-t160-scale0.35": (20, 0, [*BASE, "--data.train_image_size=160", "--data.min_scale=0.35"]),
+    "r18d-t160": (5, 0, [*BASE, "--data.train_image_size=160"]),
+    "r18d-scale0.65": (5, 0, [*BASE, "--data.min_scale=0.65"]),
+    "r18d-bs32-lr0.1": (5, 0, [*BASE, "--data.batch_size=32", "--model.optimizer.init_args.lr=0.1"]),
+    "r18d-lr0.4": (5, 0, [*BASE, "--model.optimizer.init_args.lr=0.4"]),
+    "r18d-ls0": (5, 0, [*BASE, "--model.label_smoothing=0.0"]),
+    "r18d-warm0.1": (5, 0, [*BASE, "--model.warmup_fraction=0.1"]),
+    "r18d-linear": (5, 0, [*BASE, "--model.scheduler=linear"]),
+    "r18d-wd5e-4": (5, 0, [*BASE, "--model.optimizer.init_args.weight_decay=5e-4"]),
+    "r18d-blurpool": (5, 0, [*BASE, "--model.timm_kwargs={aa_layer: blurpool}"]),
+    "r18d-adamw": (
         5,
         0,
         [
@@ -63,7 +63,18 @@ RECIPES: dict[str, tuple[int, int, list[str]]] = {
             "--model.optimizer.init_args.weight_decay=0.05",
         ],
     ),
-    "r18d-144-lr0.2-s1": (5, 1, BASE),
+    "r18d-lamb": (
+        5,
+        0,
+        [
+            *BASE,
+            "--model.optimizer=timm.optim.Lamb",
+            "--model.optimizer.init_args.lr=0.002",
+            "--model.optimizer.init_args.weight_decay=0.02",
+        ],
+    ),
+    "r18d-ema0.99": (5, 0, [*BASE, *EMA]),
+    "r18d-s1": (5, 1, BASE),
 }
 
 
@@ -77,36 +88,25 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=5, help="data loader workers per run")
     parser.add_argument("--deadline-s", type=float, default=420.0)
     parser.add_argument("--only", nargs="*", default=None, help="run only these recipe names")
+    parser.add_argument("--accelerator", default="gpu", help="cpu only to try the sweep's mechanics")
+    parser.add_argument("--skip-official", action="store_true", help="no solo run of the official config")
+    parser.add_argument("--eval-size", type=int, nargs="+", default=[176, 192])
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="override every recipe's epochs (smoke runs)"
+    )
     args = parser.parse_args()
     args.results.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    lock = threading.Lock()
+    presets = [REPO / "configs" / "presets" / "gpu.yaml", REPO / "configs" / "presets" / "csv.yaml"]
+    device_flags = [f"--trainer.accelerator={args.accelerator}"]
+    if not args.skip_official:
+        official_run(args, presets, device_flags)  # alone, with torch's default threads
     # Parallel runs with torch's default thread count (one per core each) oversubscribe the CPU so badly
     # that a first try of this sweep finished nothing in 450 s: give each run's main process a fair share.
     os.environ.setdefault(
         "OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // (args.parallel * (args.workers + 1))))
     )
-    start = time.perf_counter()
-    lock = threading.Lock()
-    presets = [REPO / "configs" / "presets" / "gpu.yaml", REPO / "configs" / "presets" / "csv.yaml"]
-
-    # The official config, alone on the machine: its wall time is the GPU figure the README reports.
-    official = args.run_root / "official"
-    official.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "imagenette_drift", "fit", "--config", str(REPO / "configs/imagenette.yaml")]
-    cmd += [*(x for p in presets for x in ("--config", str(p))), f"--data.root={args.data.resolve()}"]
-    cmd += [
-        "--trainer.accelerator=gpu",
-        "--trainer.enable_progress_bar=false",
-        f"--data.cache_dir={args.cache_dir}",
-    ]
-    t0 = time.perf_counter()
-    with open(official / "fit.log", "w") as log:
-        rc = subprocess.run(cmd, cwd=official, stdout=log, stderr=subprocess.STDOUT).returncode
-    wall = time.perf_counter() - t0
-    summary = {"command": cmd, "returncode": rc, "wall_s": round(wall, 1)}
-    for metrics in official.rglob("*_metrics.json"):
-        summary[metrics.stem] = json.loads(metrics.read_text())
-    (args.results / "official_gpu.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps(summary), flush=True)
 
     def one(name: str) -> None:
         if time.perf_counter() - start > args.deadline_s:
@@ -114,11 +114,14 @@ def main() -> None:
             return
         epochs, seed, flags = RECIPES[name]
         flags = [
-            f"--trainer.max_epochs={epochs}",
+            f"--trainer.max_epochs={args.epochs or epochs}",
             *flags,
+            *device_flags,
             f"--data.cache_dir={args.cache_dir}",
             f"--data.num_workers={args.workers}",
         ]
+        started = time.perf_counter() - start
+        print(f"start {name} at {started:.0f} s", flush=True)
         try:
             row = run_recipe(
                 name,
@@ -127,7 +130,7 @@ def main() -> None:
                 presets=presets,
                 data=args.data.resolve(),
                 run_root=args.run_root,
-                eval_sizes=[160, 176, 192],
+                eval_sizes=args.eval_size,
             )
         except subprocess.CalledProcessError as e:
             print(f"FAILED {name}: {e}", flush=True)
@@ -135,13 +138,34 @@ def main() -> None:
         with lock:
             record(row, args.results, stem="leaderboard_gpu")
         print(
-            f"{name}: top1 {row['test_top1']:.4f} {row.get('test_top1_by_eval_size')} fit {row['fit_wall_s']} s",
+            f"{name}: top1 {row['test_top1']:.4f} {row.get('test_top1_by_eval_size')} fit {row['fit_wall_s']} s"
+            f" (ended at {time.perf_counter() - start:.0f} s)",
             flush=True,
         )
 
     names = args.only or list(RECIPES)
     with ThreadPoolExecutor(args.parallel) as pool:
         list(pool.map(one, names))
+
+
+def official_run(args, presets: list[Path], device_flags: list[str]) -> None:
+    """The official config alone on the machine: its wall time is the GPU figure the README reports."""
+    official = args.run_root / "official"
+    official.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "imagenette_drift", "fit", "--config", str(REPO / "configs/imagenette.yaml")]
+    cmd += [*(x for p in presets for x in ("--config", str(p))), f"--data.root={args.data.resolve()}"]
+    cmd += [*device_flags, "--trainer.enable_progress_bar=false", f"--data.cache_dir={args.cache_dir}"]
+    if args.epochs:
+        cmd.append(f"--trainer.max_epochs={args.epochs}")
+    t0 = time.perf_counter()
+    with open(official / "fit.log", "w") as log:
+        rc = subprocess.run(cmd, cwd=official, stdout=log, stderr=subprocess.STDOUT).returncode
+    wall = time.perf_counter() - t0
+    summary = {"command": cmd, "returncode": rc, "wall_s": round(wall, 1)}
+    for metrics in official.rglob("*_metrics.json"):
+        summary[metrics.stem] = json.loads(metrics.read_text())
+    write_text_atomic(args.results / "official_gpu.json", json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary), flush=True)
 
 
 if __name__ == "__main__":

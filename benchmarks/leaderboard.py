@@ -69,7 +69,11 @@ def run_recipe(
     ckpt = run_dir / "outputs" / "imagenette" / "checkpoints" / "last.ckpt"
     # Evaluation keeps the recipe's data/model flags (cache, TTA, crop) but never its training ones.
     eval_flags = [
-        f for f in flags if f.startswith(("--model.tta_flip", "--data.cache_dir", "--data.num_workers"))
+        f
+        for f in flags
+        if f.startswith(
+            ("--model.tta_flip", "--data.cache_dir", "--data.num_workers", "--trainer.accelerator")
+        )
     ]
     by_size: dict[str, dict] = {}
     test_s = 0.0
