@@ -34,6 +34,9 @@ BASE = [
     "--model.optimizer.init_args.lr=0.2",
     "--model.tta_flip=true",
 ]
+LR04 = ["--model.optimizer.init_args.lr=0.4"]
+LR06 = ["--model.optimizer.init_args.lr=0.6"]
+BLUR = ["--model.timm_kwargs={aa_layer: blurpool}"]
 EMA = [
     "--trainer.callbacks+=lightning.pytorch.callbacks.EMAWeightAveraging",
     "--trainer.callbacks.decay=0.99",
@@ -75,6 +78,20 @@ RECIPES: dict[str, tuple[int, int, list[str]]] = {
     ),
     "r18d-ema0.99": (5, 0, [*BASE, *EMA]),
     "r18d-s1": (5, 1, BASE),
+    # Round 3: the two winners of round 2 (lr 0.4, BlurPool) together, and the seeds to trust them.
+    "r18d-base-s0": (5, 0, BASE),
+    "r18d-lr0.4-blurpool": (5, 0, [*BASE, *LR04, *BLUR]),
+    "r18d-lr0.4-blurpool-s1": (5, 1, [*BASE, *LR04, *BLUR]),
+    "r18d-lr0.4-s1": (5, 1, [*BASE, *LR04]),
+    "r18d-lr0.6": (5, 0, [*BASE, "--model.optimizer.init_args.lr=0.6"]),
+    "r18d-lr0.4-blurpool-20ep": (20, 0, [*BASE, *LR04, *BLUR]),
+    # Round 4: higher still.
+    "r18d-lr0.6-s1": (5, 1, [*BASE, *LR06]),
+    "r18d-lr0.8": (5, 0, [*BASE, "--model.optimizer.init_args.lr=0.8"]),
+    "r18d-lr0.6-blurpool": (5, 0, [*BASE, *LR06, *BLUR]),
+    "r18d-lr0.6-blurpool-s1": (5, 1, [*BASE, *LR06, *BLUR]),
+    "r18d-lr0.6-blurpool-20ep": (20, 0, [*BASE, *LR06, *BLUR]),
+    "r18d-lr0.4-blurpool-t160-20ep": (20, 0, [*BASE, *LR04, *BLUR, "--data.train_image_size=160"]),
 }
 
 

@@ -55,6 +55,11 @@ def run_recipe(
     """Fit one recipe in a fresh folder, test its final weights (at each eval size), return the result row."""
     run_dir = run_root / f"{name}-s{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
+    # Each run works in its own folder: paths the caller gave relative to its own folder must not move.
+    if data is None and os.environ.get("IMAGENETTE_DATA"):
+        data = Path(os.environ["IMAGENETTE_DATA"]).resolve()
+    if not any(f.startswith("--data.cache_dir") for f in flags):
+        flags = [*flags, f"--data.cache_dir={REPO / 'outputs' / 'cache'}"]  # one shared decoded cache
     exe = [sys.executable, "-m", "imagenette_drift"]
     common = ["--config", str(REPO / "configs" / "imagenette.yaml")]
     for config in [REPO / "configs" / "presets" / "leaderboard.yaml", *presets]:

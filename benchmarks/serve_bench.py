@@ -1,8 +1,9 @@
 """Throughput and latency of `imagenette serve` against the baseline FastAPI app, on loopback, same checkpoint.
 
-Each server runs alone (one after the other, never both busy at once) with the same thread budget, and is
-driven with the same real images at each concurrency level. Prints req/s and p50/p95/p99 latency for both, and
-the ratios; `--output` also writes them as JSON.
+All servers run side by side with the same thread budget, but only one is driven at a time: with the same real
+images, at each concurrency level, server after server, for `--repeat` rounds. Prints req/s and p50/p95/p99
+latency per round and their medians, and the ratios to the baseline paired by round (this machine's run-to-run
+spread is about 10%, so one round proves little); `--output` also writes them as JSON.
 
     .venv/bin/python benchmarks/serve_bench.py --checkpoint outputs/quickstart/checkpoints/last.ckpt
 """
@@ -10,6 +11,7 @@ the ratios; `--output` also writes them as JSON.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import signal
@@ -21,6 +23,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
@@ -65,20 +68,43 @@ def stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
+def multipart(image: bytes, boundary: str = "imagenette-bench-boundary") -> tuple[bytes, str]:
+    """One `file` field, encoded once up front so that the load generator spends no CPU on it per request."""
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="image.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + image
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
 def drive(url: str, images: Sequence[bytes], concurrency: int, n_requests: int) -> dict[str, float]:
-    """Send `n_requests` uploads from `concurrency` client threads; return req/s and latency percentiles (ms)."""
+    """Send `n_requests` uploads from `concurrency` client threads; return req/s and latency percentiles (ms).
+
+    The client shares the cores with the server, so it is kept light: bodies are encoded once and each thread
+    keeps one keep-alive `http.client` connection (`requests` costs several times more CPU per call).
+    """
+    parsed = urlsplit(url)
+    bodies = [multipart(image) for image in images]
     local = threading.local()
 
     def one(i: int) -> float:
-        session = getattr(local, "session", None) or requests.Session()
-        local.session = session
+        connection = getattr(local, "connection", None)
+        if connection is None:
+            connection = local.connection = http.client.HTTPConnection(
+                parsed.hostname, parsed.port, timeout=120
+            )
+        body, content_type = bodies[i % len(bodies)]
         start_t = time.perf_counter()
-        reply = session.post(
-            f"{url}/predict", files={"file": ("image.jpg", images[i % len(images)])}, timeout=120
-        )
+        connection.request("POST", "/predict", body=body, headers={"Content-Type": content_type})
+        reply = connection.getresponse()
+        payload = reply.read()
         elapsed = time.perf_counter() - start_t
-        if reply.status_code != 200:
-            raise RuntimeError(f"{url} answered {reply.status_code}: {reply.text}")
+        if reply.status != 200:
+            raise RuntimeError(f"{url} answered {reply.status}: {payload[:500]!r}")
         return elapsed
 
     with ThreadPoolExecutor(concurrency) as pool:
@@ -95,18 +121,6 @@ def drive(url: str, images: Sequence[bytes], concurrency: int, n_requests: int) 
     }
 
 
-def run_server(name: str, command: list[str], url: str, args, images: Sequence[bytes]) -> dict[int, dict]:
-    process = start(command, url, args.threads, args.log_dir / f"{name}.log")
-    try:
-        results = {}
-        for concurrency in args.concurrency:
-            results[concurrency] = drive(url, images, concurrency, args.requests)
-            print(f"  {name:<12} c={concurrency:<3} {_row(results[concurrency])}", flush=True)
-        return results
-    finally:
-        stop(process)
-
-
 def _row(r: dict) -> str:
     return f"{r['req_per_s']:7.1f} req/s  p50 {r['p50_ms']:6.1f} ms  p95 {r['p95_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms"
 
@@ -118,86 +132,136 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--requests", type=int, default=300, help="measured requests per concurrency level")
     parser.add_argument(
+        "--repeat", type=int, default=3, help="rounds; each round drives every server at every level in turn"
+    )
+    parser.add_argument(
         "--threads", type=int, default=2, help="thread budget of each server (workers x threads)"
     )
     parser.add_argument(
         "--workers", type=int, default=1, help="our server's inference workers (each gets threads // workers)"
     )
-    parser.add_argument("--runtimes", nargs="+", default=["onnx", "torch"], choices=["onnx", "bf16", "torch"])
+    parser.add_argument("--runtimes", nargs="+", default=["bf16", "onnx"], choices=["onnx", "bf16", "torch"])
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--batch-timeout", type=float, default=0.005)
+    parser.add_argument(
+        "--serve-arg",
+        action="append",
+        default=[],
+        help="extra `imagenette serve` flag, e.g. --serve-arg=--no-tta",
+    )
     parser.add_argument("--log-dir", type=Path, default=REPO / "outputs/serve_bench")
     parser.add_argument("--output", type=Path, default=None, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
     args.log_dir.mkdir(parents=True, exist_ok=True)
     images = [path.read_bytes() for path in sorted(args.images.rglob("*.JPEG"))]
-    print(f"{len(images)} images, {args.requests} requests per level, {args.threads} threads per server")
-
-    port = free_port()
-    results = {
-        "baseline": run_server(
-            "baseline",
-            [
-                str(BIN / "python"),
-                str(REPO / "benchmarks/baseline_server.py"),
-                "--checkpoint",
-                str(args.checkpoint),
-                "--port",
-                str(port),
-                "--threads",
-                str(args.threads),
-            ],
-            f"http://127.0.0.1:{port}",
-            args,
-            images,
-        )
-    }
+    print(
+        f"{len(images)} images, {args.requests} requests per level, {args.repeat} rounds, "
+        f"{args.threads} threads per server"
+    )
+    servers = {"baseline": _baseline_command(args)}
     for runtime in args.runtimes:
-        port = free_port()
-        results[f"ours-{runtime}"] = run_server(
-            f"ours-{runtime}",
-            [
-                str(BIN / "imagenette"),
-                "serve",
-                "--checkpoint",
-                str(args.checkpoint),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                str(args.workers),
-                "--threads",
-                str(max(1, args.threads // args.workers)),
-                "--runtime",
-                runtime,
-                "--max-batch-size",
-                str(args.max_batch_size),
-                "--batch-timeout",
-                str(args.batch_timeout),
-                "--log-level",
-                "warning",
-                "--cache-dir",
-                str(args.log_dir / "cache"),
-            ],
-            f"http://127.0.0.1:{port}",
-            args,
-            images,
-        )
-    print("\nratios to the baseline (throughput: higher is better; p50: lower is better)")
-    base = results["baseline"]
+        servers[f"ours-{runtime}"] = _our_command(args, runtime)
+
+    # All servers stay up (idle ones use no CPU) and take turns, round after round, so that a slow spell of
+    # the machine hits every server alike; the ratios below pair each round's figures.
+    processes: dict[str, subprocess.Popen] = {}
+    runs: dict[str, dict[int, list[dict]]] = {name: {c: [] for c in args.concurrency} for name in servers}
+    try:
+        for name, (command, url) in servers.items():
+            processes[name] = start(command, url, args.threads, args.log_dir / f"{name}.log")
+        for round_ in range(args.repeat):
+            print(f"round {round_ + 1}/{args.repeat}", flush=True)
+            for concurrency in args.concurrency:
+                for name, (_, url) in servers.items():
+                    result = drive(url, images, concurrency, args.requests)
+                    runs[name][concurrency].append(result)
+                    print(f"  {name:<12} c={concurrency:<3} {_row(result)}", flush=True)
+    finally:
+        for process in processes.values():
+            stop(process)
+
+    results = {
+        name: {c: {key: statistics.median(r[key] for r in rs) for key in rs[0]} for c, rs in by_level.items()}
+        for name, by_level in runs.items()
+    }
+    print(f"\nmedians over {args.repeat} rounds")
     for name, by_level in results.items():
+        for concurrency, r in by_level.items():
+            print(f"  {name:<12} c={concurrency:<3} {_row(r)}")
+    print(
+        "\nratios to the baseline, paired by round: median [min, max] (throughput: higher is better; p50: lower)"
+    )
+    ratios: dict[str, dict[int, dict]] = {}
+    for name in results:
         if name == "baseline":
             continue
-        for concurrency, r in by_level.items():
-            b = base[concurrency]
+        ratios[name] = {}
+        for concurrency in args.concurrency:
+            pairs = list(zip(runs[name][concurrency], runs["baseline"][concurrency], strict=True))
+            tput = [o["req_per_s"] / b["req_per_s"] for o, b in pairs]
+            p50 = [o["p50_ms"] / b["p50_ms"] for o, b in pairs]
+            ratios[name][concurrency] = {"throughput": tput, "p50": p50}
             print(
-                f"  {name:<12} c={concurrency:<3} throughput x{r['req_per_s'] / b['req_per_s']:.2f}  "
-                f"p50 x{r['p50_ms'] / b['p50_ms']:.2f}  p99 x{r['p99_ms'] / b['p99_ms']:.2f}"
+                f"  {name:<12} c={concurrency:<3} throughput x{statistics.median(tput):.2f} "
+                f"[{min(tput):.2f}, {max(tput):.2f}]  p50 x{statistics.median(p50):.2f} "
+                f"[{min(p50):.2f}, {max(p50):.2f}]"
             )
     if args.output:
-        summary = {"threads": args.threads, "requests": args.requests, "results": results}
+        summary = {
+            "threads": args.threads,
+            "requests": args.requests,
+            "repeat": args.repeat,
+            "serve_args": args.serve_arg,
+            "results": results,
+            "rounds": runs,
+            "paired_ratios": ratios,
+        }
         write_text_atomic(args.output, json.dumps(summary, indent=2))
+
+
+def _baseline_command(args) -> tuple[list[str], str]:
+    port = free_port()
+    command = [
+        str(BIN / "python"),
+        str(REPO / "benchmarks/baseline_server.py"),
+        "--checkpoint",
+        str(args.checkpoint),
+        "--port",
+        str(port),
+        "--threads",
+        str(args.threads),
+    ]
+    return command, f"http://127.0.0.1:{port}"
+
+
+def _our_command(args, runtime: str) -> tuple[list[str], str]:
+    port = free_port()
+    command = [
+        str(BIN / "imagenette"),
+        "serve",
+        "--checkpoint",
+        str(args.checkpoint),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(args.workers),
+        "--threads",
+        str(max(1, args.threads // args.workers)),
+        "--runtime",
+        runtime,
+        "--max-batch-size",
+        str(args.max_batch_size),
+        "--batch-timeout",
+        str(args.batch_timeout),
+        "--log-level",
+        "warning",
+        "--cache-dir",
+        str(args.log_dir / "cache"),
+        *args.serve_arg,
+    ]
+    return command, f"http://127.0.0.1:{port}"
 
 
 if __name__ == "__main__":

@@ -73,6 +73,9 @@ class DriftHub:
             if self._pid == os.getpid():
                 return
             if self._online_state is not None:
+                # The monitor's kernel rows are small: one thread, so that this process never spins a
+                # second OpenMP thread against the inference workers for the same cores.
+                torch.set_num_threads(1)
                 self._monitor = OnlineDriftMonitor.from_state_dict(self._online_state)
             threading.Thread(target=self._consume, name="drift-hub", daemon=True).start()
             self._pid = os.getpid()
