@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--runtime",
         choices=("torch", "bf16", "onnx"),
         default="torch",
-        help="inference backend: torch (fp32), bf16 (torch under bfloat16 autocast: fastest on CPUs with AMX, "
+        help="inference backend: torch (fp32), bf16 (torch in bfloat16: fastest on CPUs with AMX, "
         "probabilities within ~1e-2 of fp32), onnx (ONNX Runtime, fp32)",
     )
     parser.add_argument(

@@ -46,7 +46,7 @@ class ImagenetteAPI(ls.LitAPI):
         Args:
             checkpoint: Local `.ckpt` path (already resolved from gs:// by the command).
             channel: Where each batch's embeddings go, for the drift monitor and batch-size metrics.
-            runtime: `torch` (eager, channels_last), `bf16` (the same under bfloat16 autocast) or `onnx`
+            runtime: `torch` (eager, channels_last), `bf16` (the same in bfloat16) or `onnx`
                 (ONNX Runtime, exported once and cached).
             tta: Average with the mirror image when the checkpoint was evaluated so (its card's tta_flip);
                 False serves one pass per image.

@@ -1,4 +1,4 @@
-"""Inference backends for the server: eager torch (fp32 or bf16 autocast) or ONNX Runtime.
+"""Inference backends for the server: eager torch (fp32 or bf16) or ONNX Runtime.
 
 Each maps a uint8 batch to (embeddings, probs).
 """
@@ -83,8 +83,9 @@ def fold_batchnorm(net: nn.Module) -> tuple[nn.Module, int]:
 class TorchRuntime:
     """The checkpoint's network in eval mode, channels_last, BatchNorm folded, under `torch.inference_mode`.
 
-    `bf16=True` runs it under CPU bfloat16 autocast, as in training: about 2x the fp32 speed on CPUs with AMX
-    (slower on CPUs without bf16 instructions), with probabilities within about 1e-2 of fp32's.
+    `bf16=True` runs it in bfloat16 as in training (weights cast once, the rest under CPU autocast): about 2x
+    the fp32 speed on CPUs with AMX (slower on CPUs without bf16 instructions), with probabilities within about
+    1e-2 of fp32's.
     """
 
     def __init__(self, model: InferenceModel, bf16: bool = False) -> None:
