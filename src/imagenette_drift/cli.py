@@ -31,6 +31,10 @@ EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
         "imagenette_drift.commands.serve:main",
         "Serve a checkpoint (path or gs:// URI) over REST with LitServe, with online drift monitoring.",
     ),
+    "export": (
+        "imagenette_drift.commands.export:main",
+        "Write a serving copy of a checkpoint (weights and model card, no optimizer state: about half the size).",
+    ),
     "report": (
         "imagenette_drift.commands.report:main",
         "Write report.md (metrics, learning curves, confusion matrix, drift, profiler) for CML.",
