@@ -67,7 +67,9 @@ class ImagenetteAPI(ls.LitAPI):
         self.cache_dir = Path(cache_dir)
 
     def setup(self, device: str) -> None:
-        torch.set_num_threads(self.threads)
+        # With ONNX Runtime (its own `threads`), torch only decodes and resizes one image at a time: one thread,
+        # so that torch's OpenMP pool never spins on the cores ONNX Runtime's threads are about to use.
+        torch.set_num_threads(1 if self.runtime_name == "onnx" else self.threads)
         model = load_for_inference(self.checkpoint, map_location="cpu", channels_last=True)
         if not self.tta:
             model.card = dataclasses.replace(model.card, tta_flip=False)
