@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from imagenette_drift.card import CHECKPOINT_KEY
-from imagenette_drift.checkpoint import file_sha256, load_for_inference, read_checkpoint
+from imagenette_drift.checkpoint import load_for_inference, read_checkpoint
 from imagenette_drift.io import atomic_path
 
 # What a serving copy keeps: the weights and the card, plus what Lightning reads to test or predict from it.
@@ -44,11 +44,11 @@ def export_checkpoint(source: str | Path, dest: str | Path) -> dict[str, int | s
     slim = {key: checkpoint[key] for key in KEPT_KEYS if key in checkpoint}
     with atomic_path(dest) as tmp:
         torch.save(slim, tmp)
-        load_for_inference(tmp)  # the copy must load as the server will load it
+        loaded = load_for_inference(tmp)  # the copy must load as the server will load it (and is hashed so)
     return {
         "source_bytes": source.stat().st_size,
         "output_bytes": dest.stat().st_size,
-        "sha256": file_sha256(dest),
+        "sha256": loaded.sha256,
     }
 
 
