@@ -36,6 +36,21 @@ BASE = [
 ]
 LR04 = ["--model.optimizer.init_args.lr=0.4"]
 LR06 = ["--model.optimizer.init_args.lr=0.6"]
+CUR = [*BASE, *LR04]  # configs/imagenette.yaml since round 4
+PROG_128_160 = ["--data.train_image_size=160", "--data.train_size_schedule=[128,144,160]"]
+PROG_112_176 = "--data.train_size_schedule=[112,128,144,160,176]"
+
+
+def muon(lr: float) -> list[str]:
+    """Muon for the conv filters at `lr`, SGD at the config's 0.4 for norms, biases and the head."""
+    return [
+        "--model.optimizer=imagenette_drift.optim.Muon",
+        f"--model.optimizer.init_args.lr={lr}",
+        "--model.optimizer.init_args.sgd_lr=0.4",
+        "--model.optimizer.init_args.momentum=0.95",
+    ]
+
+
 BLUR = ["--model.timm_kwargs={aa_layer: blurpool}"]
 EMA = [
     "--trainer.callbacks+=lightning.pytorch.callbacks.EMAWeightAveraging",
@@ -92,6 +107,33 @@ RECIPES: dict[str, tuple[int, int, list[str]]] = {
     "r18d-lr0.6-blurpool-s1": (5, 1, [*BASE, *LR06, *BLUR]),
     "r18d-lr0.6-blurpool-20ep": (20, 0, [*BASE, *LR06, *BLUR]),
     "r18d-lr0.4-blurpool-t160-20ep": (20, 0, [*BASE, *LR04, *BLUR, "--data.train_image_size=160"]),
+    # Round 5 (on top of lr 0.4, the config since round 4): the levers not measured before.
+    "r18d-lr0.4-muon0.02": (5, 0, [*CUR, *muon(0.02)]),
+    "r18d-lr0.4-muon0.05": (5, 0, [*CUR, *muon(0.05)]),
+    "r18d-lr0.4-muon0.1": (5, 0, [*CUR, *muon(0.1)]),
+    "r18d-lr0.4-muon0.2": (5, 0, [*CUR, *muon(0.2)]),
+    "r18d-lr0.4-mixup0.2": (5, 0, [*CUR, "--model.mixup_alpha=0.2"]),
+    "r18d-lr0.4-cutmix1-p0.5": (5, 0, [*CUR, "--model.cutmix_alpha=1.0", "--model.mix_prob=0.5"]),
+    "r18d-lr0.4-prog112-176": (5, 0, [*CUR, "--data.train_image_size=176", PROG_112_176]),
+    "r18d-lr0.4-prog128-160": (
+        5,
+        0,
+        [*CUR, "--data.train_image_size=160", "--data.train_size_schedule=[128,144,160]"],
+    ),
+    "r18d-bs32-lr0.2": (5, 0, [*BASE, "--data.batch_size=32", "--model.optimizer.init_args.lr=0.2"]),
+    "r18d-lr0.4-ls0.2": (5, 0, [*CUR, "--model.label_smoothing=0.2"]),
+    "r18d-lr0.4-muon0.05-20ep": (20, 0, [*CUR, *muon(0.05)]),
+    "r18d-lr0.4-cutmix1-p0.5-20ep": (20, 0, [*CUR, "--model.cutmix_alpha=1.0", "--model.mix_prob=0.5"]),
+    # Round 6: Muon won round 5 by 5 points; its seeds, its cost levers and 20-epoch variants.
+    "r18d-lr0.4-muon0.1-20ep": (20, 0, [*CUR, *muon(0.1)]),
+    "r18d-lr0.4-muon0.1-blurpool-20ep": (20, 0, [*CUR, *muon(0.1), *BLUR]),
+    "r18d-lr0.4-muon0.05-t160-20ep": (20, 0, [*CUR, *muon(0.05), "--data.train_image_size=160"]),
+    "r18d-lr0.4-muon0.1-s1": (5, 1, [*CUR, *muon(0.1)]),
+    "r18d-lr0.4-muon0.05-s1": (5, 1, [*CUR, *muon(0.05)]),
+    "r18d-lr0.4-muon0.1-ns3": (5, 0, [*CUR, *muon(0.1), "--model.optimizer.init_args.ns_steps=3"]),
+    "r18d-lr0.4-muon0.1-prog128-160": (5, 0, [*CUR, *muon(0.1), *PROG_128_160]),
+    "r18d-lr0.4-muon0.1-sgd0.2": (5, 0, [*CUR, *muon(0.1), "--model.optimizer.init_args.sgd_lr=0.2"]),
+    "r18d-lr0.4-muon0.1-blurpool": (5, 0, [*CUR, *muon(0.1), *BLUR]),
 }
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
@@ -50,6 +52,7 @@ class ImagenetteDataModule(pl.LightningDataModule):
         num_workers: int = 2,
         image_size: int = 160,
         train_image_size: int = 128,
+        train_size_schedule: list[int] | None = None,
         min_scale: float = 0.35,
         hflip: bool = True,
         val_fraction: float = 0.1,
@@ -72,6 +75,9 @@ class ImagenetteDataModule(pl.LightningDataModule):
         image_size: evaluation resolution (short side resize + centre crop); recorded in the checkpoint.
         train_image_size: training crop resolution (lower than image_size exploits the train/test
             resolution discrepancy).
+        train_size_schedule: progressive resizing: training sizes from first to last, spread evenly over
+            the epochs (e.g. [112, 128, 144] over 6 epochs: two each); crops are cut at `train_image_size`
+            and each batch is resized on the device. None trains at `train_image_size` throughout.
         min_scale: smallest area fraction of RandomResizedCrop.
         hflip: random horizontal flips during training.
         val_fraction: per-class fraction of train held out as the validation split (0 trains on all of it).
@@ -93,6 +99,13 @@ class ImagenetteDataModule(pl.LightningDataModule):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}.")
+        if train_size_schedule is not None and (
+            not train_size_schedule or not all(0 < size <= train_image_size for size in train_size_schedule)
+        ):
+            raise ValueError(
+                f"train_size_schedule must list sizes in (0, train_image_size={train_image_size}], got "
+                f"{train_size_schedule}: raise --data.train_image_size to the largest size, or drop the schedule."
+            )
         if not 0.0 < min_scale <= 1.0:
             raise ValueError(f"min_scale must be in (0, 1], got {min_scale}.")
         self.root = resolve_root(root)
@@ -101,6 +114,7 @@ class ImagenetteDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.image_size = image_size
         self.train_image_size = train_image_size
+        self.train_size_schedule = list(train_size_schedule) if train_size_schedule else None
         self.min_scale = min_scale
         self.hflip = hflip
         self.val_fraction = val_fraction
@@ -181,6 +195,24 @@ class ImagenetteDataModule(pl.LightningDataModule):
         if corrupted and self.corruption is not None:
             steps.append(self.corruption)
         return v2.Compose(steps)
+
+    def train_size(self, epoch: int, max_epochs: int) -> int:
+        """Training image size at `epoch` (0-based) of `max_epochs`."""
+        if not self.train_size_schedule:
+            return self.train_image_size
+        stage = min(len(self.train_size_schedule) - 1, epoch * len(self.train_size_schedule) // max(1, max_epochs))
+        return self.train_size_schedule[stage]
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Resize training batches to this epoch's size of `train_size_schedule` (on the device: cheap)."""
+        if not self.train_size_schedule or self.trainer is None or not self.trainer.training:
+            return batch
+        images, labels = batch
+        size = self.train_size(self.trainer.current_epoch, self.trainer.max_epochs or 1)
+        if images.shape[-1] != size or images.shape[-2] != size:
+            x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+            images = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        return images, labels
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("train"), self.batch_size, shuffle=True)

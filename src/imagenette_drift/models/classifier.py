@@ -19,6 +19,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from imagenette_drift.card import CHECKPOINT_KEY, ModelCard
 from imagenette_drift.classes import CLASS_NAMES, WNIDS
 from imagenette_drift.io import write_text_atomic
+from imagenette_drift.models.mixing import BatchMixer
 from imagenette_drift.models.net import ImagenetteNet
 
 
@@ -59,6 +60,9 @@ class ImagenetteClassifier(pl.LightningModule):
         no_decay_norm_bias: bool = True,
         channels_last: bool = True,
         tta_flip: bool = False,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        mix_prob: float = 1.0,
         timm_kwargs: dict[str, Any] | None = None,
     ) -> None:
         """Args:
@@ -74,6 +78,10 @@ class ImagenetteClassifier(pl.LightningModule):
         no_decay_norm_bias: exclude norm weights and biases from weight decay.
         channels_last: run convolutions in channels_last memory format (faster with bf16/AMX and on GPUs).
         tta_flip: at evaluation, average the logits of each image and its mirror image (2x eval compute).
+        mixup_alpha: MixUp's Beta(alpha, alpha) for training batches (0 = off).
+        cutmix_alpha: CutMix's Beta(alpha, alpha) for training batches (0 = off); with both on, each batch
+            picks one at random.
+        mix_prob: probability that a training batch is mixed at all.
         timm_kwargs: extra keyword arguments for `timm.create_model` (e.g. drop_rate, zero_init_last).
         """
         super().__init__()
@@ -86,6 +94,7 @@ class ImagenetteClassifier(pl.LightningModule):
             model_name, num_classes, pretrained=pretrained, channels_last=channels_last, **(timm_kwargs or {})
         )
         self.optimizer_factory = optimizer
+        self.mixer = BatchMixer(num_classes, mixup_alpha, cutmix_alpha, mix_prob)
         self.train_metrics = _metrics(num_classes, "train/")
         self.val_metrics = _metrics(num_classes, "val/")
         self.test_metrics = _metrics(num_classes, "test/")
@@ -126,8 +135,13 @@ class ImagenetteClassifier(pl.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = batch
-        logits = self(images)
-        loss = self._loss(logits, labels)
+        if self.mixer.enabled:
+            images, targets = self.mixer(images, labels)
+            logits = self(images)
+            loss = self._loss(logits, targets)
+        else:
+            logits = self(images)
+            loss = self._loss(logits, labels)
         self.train_metrics["acc"](logits, labels)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(labels))
         self.log("train/acc", self.train_metrics["acc"], on_step=False, on_epoch=True, batch_size=len(labels))
