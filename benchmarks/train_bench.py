@@ -1,7 +1,8 @@
 """Training throughput, from one run: loader only, step only, `imagenette fit`, and a plain PyTorch loop.
 
 All four use the same model (ResNet-18 at 128 px), data, precision (bf16 autocast on CPU), channels_last
-and batch size. The plain loop is the baseline the Lightning engine is compared with (target: fit >= 0.97x).
+and batch size. The plain loop is the baseline the Lightning engine is compared with (target: fit >= 0.97x). All use SGD; one more
+step-only figure uses Muon (the config's optimizer), for what its Newton-Schulz iterations cost.
 
     python benchmarks/train_bench.py --data ../shared/data/imagenette2-160   # a few minutes here
 """
@@ -21,6 +22,7 @@ import torch
 from imagenette_drift.data import ImagenetteDataModule
 from imagenette_drift.io import write_text_atomic
 from imagenette_drift.models import ImagenetteClassifier
+from imagenette_drift.optim import Muon
 
 
 def _datamodule(args: argparse.Namespace, cache: bool) -> ImagenetteDataModule:
@@ -52,9 +54,13 @@ def _sgd(model: ImagenetteClassifier) -> torch.optim.Optimizer:
     return torch.optim.SGD(model._param_groups(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-5)
 
 
-def step_only(dm: ImagenetteDataModule, steps: int) -> float:
+def _muon(model: ImagenetteClassifier) -> torch.optim.Optimizer:
+    return Muon(model._param_groups(), lr=0.1, weight_decay=5e-5, sgd_lr=0.1)
+
+
+def step_only(dm: ImagenetteDataModule, steps: int, optimizer_factory=_sgd) -> float:
     model = _model().train()
-    optimizer = _sgd(model)
+    optimizer = optimizer_factory(model)
     images, labels = next(iter(dm.train_dataloader()))
 
     def step() -> None:
@@ -149,6 +155,7 @@ def main() -> None:
         "loader_jpeg": loader_only(jpeg, args.batches * 2),
         "loader_cached": loader_only(decoded, args.batches * 2),
         "step_only": step_only(decoded, args.batches),
+        "step_only_muon": step_only(decoded, args.batches, _muon),  # what the config's optimizer costs
     }
     # The engine comparison alternates the two, `--rounds` times, and keeps the median of each, so that
     # neither profits from running later (warm page cache, CPU frequency).
@@ -161,6 +168,7 @@ def main() -> None:
     ratios = {
         "fit_vs_plain_loop": figures["lightning_fit"] / figures["plain_loop"],
         "fit_vs_step_only": figures["lightning_fit"] / figures["step_only"],
+        "muon_step_vs_sgd_step": figures["step_only_muon"] / figures["step_only"],
         "fit_cached_vs_fit_jpeg": figures["lightning_fit"] / figures["lightning_fit_jpeg"],
         "loader_cached_vs_step": figures["loader_cached"] / figures["step_only"],
         "loader_jpeg_vs_step": figures["loader_jpeg"] / figures["step_only"],

@@ -55,6 +55,70 @@ def test_batches_are_uint8_rgb_at_the_configured_sizes(sample_root: Path) -> Non
     assert labels.dtype == torch.int64
 
 
+@pytest.mark.parametrize(
+    ("schedule", "epochs", "expected"),
+    [
+        ([112, 128, 144], 6, [112, 112, 128, 128, 144, 144]),
+        ([112, 128, 144], 5, [112, 112, 128, 128, 144]),
+        ([112, 128, 144], 2, [112, 144]),  # the last epoch always trains at the last size
+        ([96], 3, [96, 96, 96]),
+    ],
+)
+def test_train_size_schedule_spreads_the_sizes_over_the_epochs(
+    sample_root: Path, schedule: list[int], epochs: int, expected: list[int]
+) -> None:
+    dm = ImagenetteDataModule(root=str(sample_root), train_image_size=144, train_size_schedule=schedule)
+    assert [dm.train_size(epoch, epochs) for epoch in range(epochs)] == expected
+
+
+def test_progressive_resizing_resizes_training_batches_only(sample_root: Path, in_tmp: Path) -> None:
+    import lightning.pytorch as pl
+
+    from imagenette_drift.models import ImagenetteClassifier
+
+    class RecordSizes(pl.Callback):
+        def __init__(self) -> None:
+            self.train: list[tuple[int, ...]] = []
+            self.val: list[tuple[int, ...]] = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            self.train.append((trainer.current_epoch, *batch[0].shape[-2:]))
+
+        def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+            self.val.append(tuple(batch[0].shape[-2:]))
+
+    dm = ImagenetteDataModule(
+        root=str(sample_root),
+        batch_size=8,
+        num_workers=0,
+        image_size=80,
+        train_image_size=96,
+        train_size_schedule=[64, 96],
+    )
+    sizes = RecordSizes()
+    trainer = pl.Trainer(
+        max_epochs=2,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[sizes],
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(ImagenetteClassifier(image_size=80, channels_last=False), datamodule=dm)
+    assert sizes.train == [(0, 64, 64), (0, 64, 64), (1, 96, 96), (1, 96, 96)]
+    assert sizes.val == [(80, 80), (80, 80)]
+
+
+def test_train_size_schedule_above_the_crop_size_is_refused(sample_root: Path) -> None:
+    with pytest.raises(
+        ValueError, match="train_size_schedule must list sizes in \\(0, train_image_size=128\\]"
+    ):
+        ImagenetteDataModule(root=str(sample_root), train_image_size=128, train_size_schedule=[128, 160])
+
+
 def test_grayscale_images_become_three_identical_channels(sample_root: Path) -> None:
     gray = sample_root / "train" / "n03000684" / "n03000684_14916.JPEG"  # mode "L" in the sample
     image = read_image(gray)

@@ -197,11 +197,13 @@ class ImagenetteDataModule(pl.LightningDataModule):
         return v2.Compose(steps)
 
     def train_size(self, epoch: int, max_epochs: int) -> int:
-        """Training image size at `epoch` (0-based) of `max_epochs`."""
+        """Training image size at `epoch` (0-based) of `max_epochs`; the last epoch always gets the last size."""
         if not self.train_size_schedule:
             return self.train_image_size
-        stage = min(len(self.train_size_schedule) - 1, epoch * len(self.train_size_schedule) // max(1, max_epochs))
-        return self.train_size_schedule[stage]
+        sizes = self.train_size_schedule
+        if epoch >= max_epochs - 1:
+            return sizes[-1]
+        return sizes[min(len(sizes) - 1, epoch * len(sizes) // max(1, max_epochs))]
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Resize training batches to this epoch's size of `train_size_schedule` (on the device: cheap)."""
