@@ -130,18 +130,17 @@ class ImagenetteClassifier(pl.LightningModule):
         card["drift"] = previous.get("drift")  # written earlier by the drift callback, if any
         checkpoint[CHECKPOINT_KEY] = card
 
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), labels, label_smoothing=self.hparams.label_smoothing)
+    def _loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy with label smoothing; `targets` are class indices or (mixed) class probabilities."""
+        return F.cross_entropy(logits.float(), targets, label_smoothing=self.hparams.label_smoothing)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = batch
+        targets = labels
         if self.mixer.enabled:
-            images, targets = self.mixer(images, labels)
-            logits = self(images)
-            loss = self._loss(logits, targets)
-        else:
-            logits = self(images)
-            loss = self._loss(logits, labels)
+            images, targets = self.mixer(images, labels)  # soft targets of what was mixed
+        logits = self(images)
+        loss = self._loss(logits, targets)
         self.train_metrics["acc"](logits, labels)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(labels))
         self.log("train/acc", self.train_metrics["acc"], on_step=False, on_epoch=True, batch_size=len(labels))
