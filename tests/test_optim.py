@@ -131,3 +131,14 @@ def test_muon_fits_real_images_faster_than_it_starts(sample_root) -> None:
         optimizer.step()
         losses.append(loss.item())
     assert losses[0] > 1.8 and min(losses[-5:]) < 0.5, losses
+
+
+def test_a_group_added_later_follows_its_own_schedule() -> None:
+    conv, bias = _params()
+    extra = nn.Parameter(torch.ones(4))
+    muon = Muon([conv, bias], lr=0.1, sgd_lr=0.4)
+    muon.add_param_group({"params": [extra], "lr": 0.2})
+    muon.param_groups[1]["lr"] = 0.1  # a scheduler halves it
+    extra.grad = torch.ones(4)
+    muon.step()
+    torch.testing.assert_close(extra.detach(), torch.full((4,), 1 - 0.2 * 1.9))  # sgd_lr 0.4 halved, nesterov

@@ -17,7 +17,7 @@ class BatchMixer:
 
     def __init__(
         self, num_classes: int, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0, prob: float = 1.0
-    ):
+    ) -> None:
         if mixup_alpha < 0 or cutmix_alpha < 0:
             raise ValueError(
                 f"mixup_alpha and cutmix_alpha must be >= 0, got {mixup_alpha} and {cutmix_alpha}."
