@@ -1,5 +1,5 @@
-"""The serving benchmark runs end to end: real servers on loopback, real uploads (a non-200 stops it), figures
-that add up."""
+"""The benchmarks' own logic: the serving benchmark end to end (real servers on loopback, real uploads, a non-200
+stops it, figures that add up), and the leaderboard table that pools seeds."""
 
 from __future__ import annotations
 
@@ -12,7 +12,37 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+import leaderboard  # noqa: E402
 import serve_bench  # noqa: E402
+
+
+def _row(name: str, seed: int, epochs: int, top1: float) -> dict:
+    return {
+        "name": name,
+        "seed": seed,
+        "epochs": epochs,
+        "test_top1": top1,
+        "fit_wall_s": 400.0 + seed,
+        "eval_size": 176,
+        "commit": "abc1234",
+    }
+
+
+def test_leaderboard_table_pools_seeds_and_sorts_by_epochs_then_accuracy(tmp_path: Path) -> None:
+    rows = [
+        _row("sgd", 0, 5, 0.80),
+        _row("muon-20ep", 0, 20, 0.93),
+        _row("muon", 0, 5, 0.87),
+        _row("muon-s1", 1, 5, 0.89),  # a seed tag pools with its recipe
+    ]
+    for row in rows:
+        leaderboard.record(row, tmp_path, stem="leaderboard_gpu")
+    assert json.loads((tmp_path / "leaderboard_gpu.json").read_text()) == rows
+    lines = (tmp_path / "leaderboard_gpu.md").read_text().splitlines()
+    assert lines[0].startswith("# Leaderboard protocol on one GPU")
+    table = [line for line in lines if line.startswith("| ") and not line.startswith("| recipe")]
+    assert [line.split(" | ")[0] for line in table] == ["| muon", "| sgd", "| muon-20ep"]
+    assert table[0] == "| muon | 5 | 176 | 2 | 88.00 ± 1.41 | s0: 87.00, s1: 89.00 | 400, 401 | abc1234 |"
 
 
 @pytest.mark.slow
