@@ -67,6 +67,10 @@ def run_recipe(
         common += ["--config", str(config)]
     if data:
         common.append(f"--data.root={data}")
+    # The commit the run starts from: a long run outlives commits made while it trains.
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
+    ).stdout.strip()
     fit_s = _run(
         [*exe, "fit", *common, f"--seed_everything={seed}", "--trainer.enable_progress_bar=false", *flags],
         run_dir,
@@ -106,9 +110,6 @@ def run_recipe(
     epochs = torch.load(ckpt, weights_only=True)["loops"]["fit_loop"]["epoch_progress"]["current"][
         "completed"
     ]
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
-    ).stdout.strip()
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{os.cpu_count()} CPU cores"
     row = {
         "name": name,
