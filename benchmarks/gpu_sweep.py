@@ -38,7 +38,7 @@ LR04 = ["--model.optimizer.init_args.lr=0.4"]
 LR06 = ["--model.optimizer.init_args.lr=0.6"]
 CUR = [*BASE, *LR04]  # configs/imagenette.yaml since round 4
 PROG_128_160 = ["--data.train_image_size=160", "--data.train_size_schedule=[128,144,160]"]
-PROG_112_176 = "--data.train_size_schedule=[112,128,144,160,176]"
+PROG_112_176 = ["--data.train_image_size=176", "--data.train_size_schedule=[112,128,144,160,176]"]
 
 
 def muon(lr: float) -> list[str]:
@@ -114,12 +114,8 @@ RECIPES: dict[str, tuple[int, int, list[str]]] = {
     "r18d-lr0.4-muon0.2": (5, 0, [*CUR, *muon(0.2)]),
     "r18d-lr0.4-mixup0.2": (5, 0, [*CUR, "--model.mixup_alpha=0.2"]),
     "r18d-lr0.4-cutmix1-p0.5": (5, 0, [*CUR, "--model.cutmix_alpha=1.0", "--model.mix_prob=0.5"]),
-    "r18d-lr0.4-prog112-176": (5, 0, [*CUR, "--data.train_image_size=176", PROG_112_176]),
-    "r18d-lr0.4-prog128-160": (
-        5,
-        0,
-        [*CUR, "--data.train_image_size=160", "--data.train_size_schedule=[128,144,160]"],
-    ),
+    "r18d-lr0.4-prog112-176": (5, 0, [*CUR, *PROG_112_176]),
+    "r18d-lr0.4-prog128-160": (5, 0, [*CUR, *PROG_128_160]),
     "r18d-bs32-lr0.2": (5, 0, [*BASE, "--data.batch_size=32", "--model.optimizer.init_args.lr=0.2"]),
     "r18d-lr0.4-ls0.2": (5, 0, [*CUR, "--model.label_smoothing=0.2"]),
     "r18d-lr0.4-muon0.05-20ep": (20, 0, [*CUR, *muon(0.05)]),
