@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e '.[dev,corruptions,serve,app,mlops]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,corruptions,serve,app,mlops,monitor,scale]'
 	touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv and install the project (idempotent)
