@@ -90,7 +90,9 @@ def check_schema(schema: pa.Schema, kind: RecordKind, where: str) -> None:
             "upgrade imagenette-drift to read it."
         )
     if meta.get(KIND_KEY) != kind.encode():
-        raise LogSchemaError(f"{where}: a {meta.get(KIND_KEY, b'?').decode()} file where {kind} were expected.")
+        raise LogSchemaError(
+            f"{where}: a {meta.get(KIND_KEY, b'?').decode()} file where {kind} were expected."
+        )
     expected = schema_for(kind)
     for field in expected:
         if field.name not in schema.names or schema.field(field.name).type != field.type:
