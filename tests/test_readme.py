@@ -1,0 +1,155 @@
+"""Every command in the README works as written: each is parsed by the program it names, and the cheap ones run.
+
+The README's ```bash blocks are read line by line (backslash continuations joined, comments dropped). Each
+command is checked by what it calls:
+- `imagenette <Lightning command> ...`: LightningCLI parses it all (configs, flags) with `--print_config`;
+- `imagenette <project command> ...`: the command's own argparse parser accepts exactly those arguments;
+- `make [VAR=...] target`: the target exists (`make -n`);
+- a Python script (`.venv/bin/python path.py ...`): the file exists and every `--flag` is in its `--help`;
+- `curl`, `docker`, `dvc`, `source`, `export` and the other tools: named in KNOWN_TOOLS with where they are
+  tested (the serving, Docker and DVC suites), so that a new kind of command fails here until it is covered.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+README = REPO / "README.md"
+PYTHON = Path(sys.executable)
+# Tools whose README lines are exercised elsewhere (named so that a new tool is a conscious addition).
+KNOWN_TOOLS = {
+    "curl": "tests/serve (real server, every route)",
+    "docker": "tests/test_docker.py (hadolint; no engine here)",
+    "dvc": "tests/test_dvc.py (real DVC)",
+    "source": "shell built-in",
+    "export": "shell built-in",
+    "pip": "the Makefile's install",
+    "wandb": "W&B's own CLI",
+    "cml": "CML's own CLI (CI)",
+    "gcloud": "scripts/deploy_cloud_run.sh DRY_RUN tests",
+    "IMG": "a shell variable",
+    "pre-commit": "tests/test_workflows.py",
+}
+
+
+def readme_commands() -> list[list[str]]:
+    """argv lists of every command in the README's bash blocks (env assignments kept in front)."""
+    commands, block, buffer = [], False, ""
+    for line in README.read_text().splitlines():
+        if line.startswith("```"):
+            block = line.strip() == "```bash" and not block
+            continue
+        if not block:
+            continue
+        buffer += line.rstrip()
+        if buffer.endswith("\\"):
+            buffer = buffer[:-1] + " "
+            continue
+        text, buffer = buffer, ""
+        lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
+        lexer.whitespace_split, argv = True, []
+        for token in [*lexer, ";"]:
+            if token in (";", "&&", "||", "|", "&", ">", ">>", "<", "2>"):
+                if argv and argv[0] not in (">", "|"):
+                    commands.append(argv)
+                argv = [">"] if token in (">", ">>", "<", "2>", "|") else []
+            elif argv[:1] != [">"]:
+                argv.append(token)
+    return commands
+
+
+def _split_env(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    env = {}
+    while argv and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", argv[0]):
+        key, value = argv[0].split("=", 1)
+        env[key] = value
+        argv = argv[1:]
+    return env, argv
+
+
+def _program(argv: list[str]) -> str:
+    name = Path(argv[0]).name
+    if name in ("python", "python3") and len(argv) > 1 and argv[1].endswith(".py"):
+        return "script"
+    return name
+
+
+COMMANDS = readme_commands()
+
+
+def _param(argv: list[str]):
+    """Lightning commands start a process each (a few seconds): those are `slow`."""
+    rest = _split_env(argv)[1]
+    slow = (
+        len(rest) > 1 and _program(rest) == "imagenette" and rest[1] in ("fit", "validate", "test", "predict")
+    )
+    return pytest.param(argv, id=" ".join(argv)[:80], marks=[pytest.mark.slow] if slow else [])
+
+
+def test_the_readme_starts_with_make_train_and_make_test() -> None:
+    first = [" ".join(_split_env(argv)[1]) for argv in COMMANDS[:2]]
+    assert first == ["make train", "make test"]
+
+
+@pytest.mark.parametrize("argv", [_param(argv) for argv in COMMANDS])
+def test_every_readme_command_is_understood_by_what_it_calls(argv: list[str]) -> None:
+    env, argv = _split_env(argv)
+    if not argv:  # a bare assignment line, e.g. IMG=...
+        return
+    program = _program(argv)
+    if program == "imagenette":
+        _check_imagenette(argv[1:], env)
+    elif program == "make":
+        targets = [a for a in argv[1:] if "=" not in a and not a.startswith("-")]
+        done = subprocess.run(["make", "-n", *targets], cwd=REPO, capture_output=True, text=True)
+        assert done.returncode == 0, f"`{' '.join(argv)}`: {done.stderr}"
+    elif program == "script":
+        _check_script(argv[1], argv[2:])
+    else:
+        assert program in KNOWN_TOOLS, f"README runs {program!r}: check it here or name it in KNOWN_TOOLS"
+
+
+def _check_imagenette(args: list[str], env: dict[str, str]) -> None:
+    from imagenette_drift.cli import EXTRA_COMMANDS, LIGHTNING_COMMANDS
+
+    command, rest = args[0], args[1:]
+    if command in EXTRA_COMMANDS:
+        module = importlib.import_module(EXTRA_COMMANDS[command][0].split(":")[0])
+        try:
+            module.build_parser().parse_args([os.path.expandvars(a) for a in rest])
+        except SystemExit as e:
+            pytest.fail(f"`imagenette {' '.join(args)}` does not parse (exit {e.code})")
+        return
+    assert command in LIGHTNING_COMMANDS, f"unknown command imagenette {command}"
+    from imagenette_drift.cli import cli_main
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(REPO)
+        for key, value in env.items():
+            patch.setenv(key, value)
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main([*args, "--print_config"])
+    assert exit_info.value.code in (0, None), f"`imagenette {' '.join(args)}` does not parse"
+
+
+def _check_script(path: str, args: list[str]) -> None:
+    script = REPO / path
+    assert script.is_file(), f"README runs {path}, which does not exist"
+    done = subprocess.run(
+        [str(PYTHON), str(script), "--help"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    for flag in (a.split("=")[0] for a in args if a.startswith("--")):
+        if flag == "--":
+            break
+        assert flag in done.stdout, f"README passes {flag} to {path}, which does not take it"
