@@ -19,6 +19,7 @@ from torch import nn
 
 from imagenette_drift.card import CHECKPOINT_KEY, ModelCard
 from imagenette_drift.data.images import build_eval_transform
+from imagenette_drift.errors import BadCheckpointError, MissingCheckpointError
 from imagenette_drift.models.net import ImagenetteNet
 
 STATE_PREFIX = "net."
@@ -53,28 +54,33 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """`torch.load(path, weights_only=True)` with errors that say what is wrong with the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint {path} does not exist. Train one with `imagenette fit`.")
+        raise MissingCheckpointError(f"Checkpoint {path} does not exist. Train one with `imagenette fit`.")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         if "global" not in str(e).lower():  # "Unsupported global" / "unsupported GLOBAL": a refused object
-            raise ValueError(
-                f"{path} is not a readable PyTorch checkpoint (corrupt or another format): {e}"
+            raise BadCheckpointError(
+                f"{path} is not a readable PyTorch checkpoint (corrupt or another format): {_first_line(e)}"
             ) from e
-        raise ValueError(
+        raise BadCheckpointError(
             f"{path} holds objects that a weights-only load refuses to unpickle (it may be malicious, or not "
-            f"written by imagenette-drift). Only load checkpoints from sources you trust. Detail: {e}"
+            f"written by imagenette-drift). Only load checkpoints from sources you trust. Detail: {_first_line(e)}"
         ) from e
     except (RuntimeError, EOFError, OSError) as e:
-        raise ValueError(
-            f"{path} is not a readable PyTorch checkpoint (truncated or another format): {e}"
+        raise BadCheckpointError(
+            f"{path} is not a readable PyTorch checkpoint (truncated or another format): {_first_line(e)}"
         ) from e
     if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint or "state_dict" not in checkpoint:
-        raise ValueError(
+        raise BadCheckpointError(
             f"{path} is a PyTorch file but not an imagenette-drift checkpoint (no '{CHECKPOINT_KEY}' model card "
             "or 'state_dict'). Use a .ckpt written by `imagenette fit`."
         )
     return checkpoint
+
+
+def _first_line(error: BaseException) -> str:
+    """The first non-empty line of an error message (torch's unpickling errors run to 20 lines)."""
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
 
 
 def file_sha256(path: str | Path) -> str:

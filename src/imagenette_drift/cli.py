@@ -11,6 +11,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from imagenette_drift.errors import UserError, one_line
+
 if TYPE_CHECKING:
     from lightning.pytorch.cli import LightningCLI
 
@@ -60,8 +62,22 @@ def _top_level_help() -> str:
 
 
 def cli_main(args: Sequence[str] | None = None) -> LightningCLI | None:
-    """Entry point of `imagenette`; pass `args` to drive it in-process (tests)."""
+    """Entry point of `imagenette`; pass `args` to drive it in-process (tests).
+
+    An expected user error (`imagenette_drift.errors.UserError`: missing data, a missing or foreign
+    checkpoint, an empty folder, a failed download) prints one line on stderr and exits 2, without a
+    traceback; any other exception is a bug and propagates.
+    """
     argv = list(sys.argv[1:] if args is None else args)
+    try:
+        return _run(argv, from_sys_argv=args is None)
+    except UserError as e:
+        print(f"imagenette {argv[0]}: error: {one_line(e)}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _run(argv: list[str], from_sys_argv: bool) -> LightningCLI | None:
+    """Dispatch to the help text, a project subcommand or LightningCLI."""
     if not argv or argv[0] in ("-h", "--help"):
         print(_top_level_help())
         return None
@@ -80,7 +96,7 @@ def cli_main(args: Sequence[str] | None = None) -> LightningCLI | None:
         raise SystemExit(2)
     from imagenette_drift.training_cli import run_lightning_cli
 
-    return run_lightning_cli(argv, from_sys_argv=args is None)
+    return run_lightning_cli(argv, from_sys_argv=from_sys_argv)
 
 
 def main() -> int:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from argparse import ArgumentError
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
+from jsonargparse import Namespace
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
+from imagenette_drift.checkpoint import read_checkpoint
 from imagenette_drift.cli import LIGHTNING_COMMANDS
-from imagenette_drift.data import ImagenetteDataModule
+from imagenette_drift.data import ImagenetteDataModule, list_images
+from imagenette_drift.data.datamodule import ensure_data, resolve_root
 from imagenette_drift.models import ImagenetteClassifier
 
 
@@ -30,6 +36,37 @@ class ImagenetteCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.image_size", "model.image_size")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse, then check the data and checkpoint before anything is built or logged."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if subcommand in LIGHTNING_COMMANDS:
+            check_inputs(subcommand, self.config[subcommand])
+
+
+def check_inputs(subcommand: str, config: Namespace) -> None:
+    """Fail early, with a `UserError` naming the fix, when the run's data or checkpoint cannot be used.
+
+    `predict --data.predict_dir` needs only that folder; every other run needs the data set (downloaded
+    here, once, when allowed and missing; other ranks of a multi-process run leave that to rank 0's
+    `prepare_data`). A `--ckpt_path` file must be an imagenette-drift checkpoint.
+
+    Raises:
+        MissingDataError, BadDataError: no data set (or the download failed), or a missing or empty folder.
+        MissingCheckpointError, BadCheckpointError: a missing, unreadable or foreign checkpoint.
+    """
+    data = config["data"]
+    if subcommand == "predict" and data.get("predict_dir"):
+        list_images(Path(data["predict_dir"]))
+    elif os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
+        ensure_data(resolve_root(data.get("root")), data["download"], data["url"], data["md5"])
+    ckpt_path = config.get("ckpt_path")
+    if ckpt_path and ckpt_path not in _LIGHTNING_CKPT_KEYWORDS and "://" not in str(ckpt_path):
+        read_checkpoint(ckpt_path)
+
+
+_LIGHTNING_CKPT_KEYWORDS = ("best", "last", "hpc", "registry")
 
 
 def run_lightning_cli(argv: Sequence[str], from_sys_argv: bool = False) -> LightningCLI:

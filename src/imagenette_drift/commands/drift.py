@@ -16,6 +16,7 @@ from imagenette_drift.data.datamodule import resolve_root
 from imagenette_drift.drift.image_stats import image_statistics
 from imagenette_drift.drift.reference import DriftReference
 from imagenette_drift.drift.windows import format_table, run_window_tests, write_report
+from imagenette_drift.errors import BadCheckpointError, BadDataError, UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,12 +89,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
         if args.corruption not in CORRUPTIONS:
             parser.error(f"--corruption {args.corruption!r} is not one of: {', '.join(CORRUPTIONS)}")
-    try:
-        model = load_for_inference(args.checkpoint)
-    except (FileNotFoundError, ValueError) as e:
-        parser.error(str(e))
+    model = load_for_inference(args.checkpoint)  # a UserError: `imagenette` prints it as one line
     if model.card.drift is None:
-        parser.error(
+        raise BadCheckpointError(
             f"{args.checkpoint} carries no drift reference: train with the DriftCallback (in the project's "
             "configs) and --data.val_fraction > 0."
         )
@@ -101,12 +99,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     folder = args.data if args.data is not None else resolve_root(None) / "val"
     try:
         paths = list(list_images(folder))
-    except (FileNotFoundError, ValueError) as e:
-        parser.error(f"--data: {e}")
+    except UserError as e:
+        raise type(e)(f"--data: {e}") from e
     if args.limit is not None and args.limit < len(paths):
         paths = sorted(random.Random(args.seed).sample(paths, args.limit))
     if len(paths) < 2:
-        parser.error(f"--data: {folder} holds {len(paths)} image(s); drift tests need at least 2.")
+        raise BadDataError(f"--data: {folder} holds {len(paths)} image(s); drift tests need at least 2.")
     embeddings, probs, stats = embed_folder(model, paths, args.corruption, args.severity, args.batch_size)
     summary = run_window_tests(reference, embeddings, probs, stats, args.window, seed=args.seed)
     summary["source"] = {

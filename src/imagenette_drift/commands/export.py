@@ -17,6 +17,7 @@ import torch
 
 from imagenette_drift.card import CHECKPOINT_KEY
 from imagenette_drift.checkpoint import load_for_inference, read_checkpoint
+from imagenette_drift.errors import one_line
 from imagenette_drift.io import atomic_path
 
 # What a serving copy keeps: the weights and the card, plus what Lightning reads to test or predict from it.
@@ -69,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         result = export_checkpoint(args.checkpoint, args.output)
     except (OSError, ValueError, RuntimeError, KeyError) as e:
-        print(f"imagenette export: error: {e}", file=sys.stderr)
+        print(f"imagenette export: error: {one_line(e)}", file=sys.stderr)
         raise SystemExit(2) from None
     print(
         f"{args.output}: {result['output_bytes'] / 1e6:.1f} MB (from {result['source_bytes'] / 1e6:.1f} MB), "

@@ -140,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     from imagenette_drift.card import CHECKPOINT_KEY, ModelCard
     from imagenette_drift.checkpoint import file_sha256, read_checkpoint
+    from imagenette_drift.errors import one_line
     from imagenette_drift.serve.app import ServeConfig, build_server
     from imagenette_drift.serve.storage import resolve_checkpoint
 
@@ -148,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         resolved = resolve_checkpoint(args.checkpoint, args.cache_dir, expected_sha256=args.expected_sha256)
         card = ModelCard.from_dict(read_checkpoint(resolved.path)[CHECKPOINT_KEY])
     except (OSError, ValueError, RuntimeError, KeyError) as e:
-        print(f"imagenette serve: error: {e}", file=sys.stderr)
+        print(f"imagenette serve: error: {one_line(e)}", file=sys.stderr)
         raise SystemExit(2) from None
     if resolved.offline:
         print(

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
@@ -24,6 +25,7 @@ from imagenette_drift.data.download import (
 )
 from imagenette_drift.data.images import build_eval_transform, build_train_transform
 from imagenette_drift.data.layout import Split, apply_noisy_labels, list_images, scan_split, stratified_holdout
+from imagenette_drift.errors import MissingDataError
 
 DEFAULT_ROOT = Path("data/imagenette2-160")
 ROOT_ENV_VAR = "IMAGENETTE_DATA"
@@ -34,6 +36,18 @@ def resolve_root(root: str | Path | None) -> Path:
     if root is not None:
         return Path(root)
     return Path(os.environ.get(ROOT_ENV_VAR) or DEFAULT_ROOT)
+
+
+def ensure_data(root: Path, download: bool, url: str = IMAGENETTE_160_URL, md5: str | None = IMAGENETTE_160_MD5) -> None:
+    """Make sure `root` exists: download and unpack the archive there if allowed.
+
+    Raises:
+        MissingDataError: `root` is missing and `download` is False, or the download failed (offline).
+    """
+    if not root.exists():
+        if not download:
+            raise MissingDataError(_missing_data_message(root, "download=False"))
+        download_imagenette(root, url, md5)
 
 
 class ImagenetteDataModule(pl.LightningDataModule):
@@ -135,11 +149,10 @@ class ImagenetteDataModule(pl.LightningDataModule):
         return NUM_CLASSES
 
     def prepare_data(self) -> None:
-        """Download the archive once (rank 0) when the root is missing."""
-        if not self.root.exists():
-            if not self.download:
-                raise FileNotFoundError(_missing_data_message(self.root, "download=False"))
-            download_imagenette(self.root, self.url, self.md5)
+        """Download the archive once (rank 0) when the root is missing; predicting on a folder needs no data set."""
+        if self._predicting_on_folder():
+            return
+        ensure_data(self.root, self.download, self.url, self.md5)
         if self.cache_dir is not None:
             for folder in ("train", "val"):
                 self._store(folder)
@@ -151,12 +164,29 @@ class ImagenetteDataModule(pl.LightningDataModule):
             self._stores[folder] = (DecodedImageStore.build(paths, self.cache_dir, self.image_size), paths)
         return self._stores[folder]
 
+    def _predicting_on_folder(self) -> bool:
+        """Whether the trainer runs `predict` on `predict_dir`, which needs nothing from the data root."""
+        trainer = self.trainer
+        return (
+            self.predict_dir is not None and trainer is not None and trainer.state.fn == TrainerFn.PREDICTING
+        )
+
     def setup(self, stage: str | None = None) -> None:
-        """Scan and validate the layout, carve the held-out split, and check the images of this stage."""
+        """Scan and validate the layout, carve the held-out split, and check the images of this stage.
+
+        `predict` with `predict_dir` only lists and checks that folder: the data set need not exist.
+        """
+        if stage == "predict" and self.predict_dir is not None:
+            paths = list_images(self.predict_dir)
+            if self.verify:
+                verify_images(paths)
+            return
         if not self.root.exists():
-            raise FileNotFoundError(_missing_data_message(self.root, "it was not downloaded"))
+            raise MissingDataError(_missing_data_message(self.root, "it was not downloaded"))
         if not self.splits:
-            train, val = stratified_holdout(scan_split(self.root, "train"), self.val_fraction, self.split_seed)
+            train, val = stratified_holdout(
+                scan_split(self.root, "train"), self.val_fraction, self.split_seed
+            )
             self.splits = {
                 "train": apply_noisy_labels(train, self.root, self.noisy_labels),
                 "val": val,

@@ -10,6 +10,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from imagenette_drift.data.images import read_image
+from imagenette_drift.errors import UnreadableImagesError
 
 UNKNOWN_LABEL = -1
 
@@ -55,6 +56,6 @@ def verify_images(paths: Sequence[Path]) -> None:
     if bad:
         listed = "\n  ".join(bad[:20])
         more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
-        raise RuntimeError(
+        raise UnreadableImagesError(
             f"{len(bad)} image file(s) cannot be read:\n  {listed}{more}\nRemove or replace them, then rerun."
         )

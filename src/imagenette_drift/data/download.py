@@ -11,6 +11,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from imagenette_drift.errors import MissingDataError
+
 IMAGENETTE_160_URL = "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz"
 IMAGENETTE_160_MD5 = "e793b78cc4c9e9a4ccc0c1155377a412"
 
@@ -75,7 +77,7 @@ def download_imagenette(root: Path, url: str = IMAGENETTE_160_URL, md5: str | No
         if not archive.exists() or (md5 is not None and md5sum(archive) != md5):
             download_archive(url, archive, md5)
     except (urllib.error.URLError, TimeoutError, OSError) as e:
-        raise FileNotFoundError(_missing_data_message(root, f"downloading {url} failed: {e}")) from e
+        raise MissingDataError(_missing_data_message(root, f"downloading {url} failed ({e})")) from e
     with tempfile.TemporaryDirectory(dir=parent, prefix=".extract-") as tmp:
         safe_extract(archive, Path(tmp))
         unpacked = [p for p in Path(tmp).iterdir() if p.is_dir()]
@@ -87,10 +89,9 @@ def download_imagenette(root: Path, url: str = IMAGENETTE_160_URL, md5: str | No
 
 
 def _missing_data_message(root: Path, reason: str) -> str:
+    """One line naming the three ways to provide the data."""
     return (
-        f"Imagenette-160 was not found at {root} and {reason}.\n"
-        "Provide the data in one of three ways:\n"
-        "  1. pass --data.root=/path/to/imagenette2-160\n"
-        "  2. set the environment variable IMAGENETTE_DATA=/path/to/imagenette2-160\n"
-        "  3. put the unpacked folder at data/imagenette2-160 (or run once with network access to download it)"
+        f"Imagenette-160 was not found at {root} and {reason}; pass --data.root=/path/to/imagenette2-160, "
+        "set IMAGENETTE_DATA=/path/to/imagenette2-160, or put the unpacked folder at data/imagenette2-160 "
+        "(or run once with network access to download it)."
     )

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imagenette_drift.classes import WNID_TO_INDEX, WNIDS
+from imagenette_drift.errors import BadDataError, MissingDataError
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 NOISE_LEVELS = (0, 1, 5, 25, 50)
@@ -28,7 +29,7 @@ def scan_split(root: Path, split: str) -> Split:
     """List `root/split/<wnid>/*.JPEG` with their clean labels, checking the ten class folders."""
     split_dir = Path(root) / split
     if not split_dir.is_dir():
-        raise FileNotFoundError(
+        raise MissingDataError(
             f"{split_dir} does not exist: an Imagenette root must hold train/ and val/ "
             f"(the official imagenette2-160 layout)."
         )
@@ -36,7 +37,7 @@ def scan_split(root: Path, split: str) -> Split:
     if found != sorted(WNIDS):
         missing = sorted(set(WNIDS) - set(found))
         extra = sorted(set(found) - set(WNIDS))
-        raise ValueError(
+        raise BadDataError(
             f"{split_dir} must hold exactly the 10 Imagenette class folders; missing {missing}, unexpected "
             f"{extra}. Check that --data.root points at an unmodified imagenette2-160 folder."
         )
@@ -45,7 +46,7 @@ def scan_split(root: Path, split: str) -> Split:
     for wnid in WNIDS:
         files = sorted(p for p in (split_dir / wnid).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise ValueError(f"{split_dir / wnid} holds no images; the data set is incomplete.")
+            raise BadDataError(f"{split_dir / wnid} holds no images; the data set is incomplete.")
         paths += files
         labels += [WNID_TO_INDEX[wnid]] * len(files)
     return Split(tuple(paths), tuple(labels))
@@ -60,7 +61,7 @@ def apply_noisy_labels(split: Split, root: Path, level: int) -> Split:
     root = Path(root)
     csv_path = root / "noisy_imagenette.csv"
     if not csv_path.is_file():
-        raise FileNotFoundError(f"noisy_labels={level} needs {csv_path}, which does not exist.")
+        raise MissingDataError(f"noisy_labels={level} needs {csv_path}, which does not exist.")
     column = f"noisy_labels_{level}"
     with open(csv_path, newline="") as f:
         table = {row["path"]: row[column] for row in csv.DictReader(f)}
@@ -68,7 +69,7 @@ def apply_noisy_labels(split: Split, root: Path, level: int) -> Split:
     for path in split.paths:
         rel = path.relative_to(root).as_posix()
         if rel not in table:
-            raise ValueError(f"{rel} is not listed in {csv_path}; the CSV does not match the images.")
+            raise BadDataError(f"{rel} is not listed in {csv_path}; the CSV does not match the images.")
         labels.append(WNID_TO_INDEX[table[rel]])
     return Split(split.paths, tuple(labels))
 
@@ -98,8 +99,10 @@ def list_images(folder: Path) -> tuple[Path, ...]:
     """All image files under `folder`, recursively, sorted; for predicting on any folder of images."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} is not a folder of images.")
+        raise MissingDataError(f"{folder} is not a folder of images; pass an existing folder.")
     files = tuple(sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
     if not files:
-        raise ValueError(f"{folder} holds no images with a suffix in {IMAGE_SUFFIXES}.")
+        raise BadDataError(
+            f"{folder} holds no images with a suffix in {IMAGE_SUFFIXES}; pass a folder that holds images."
+        )
     return files

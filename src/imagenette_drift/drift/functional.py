@@ -1,4 +1,4 @@
-"""Stateless drift statistics: Gaussian kernels, MMD^2, per-column Kolmogorov-Smirnov and chi-squared.
+"""Stateless drift statistics: Gaussian kernels, MMD^2, per-column Kolmogorov-Smirnov and a chi-squared homogeneity test.
 
 Kernel convention (Gretton et al., JMLR 2012): ``k(x, y) = exp(-||x - y||^2 / (2 * sigma^2))`` where
 ``sigma`` is the *bandwidth*. The median heuristic sets ``2 * sigma^2`` to the median of the pairwise
@@ -13,7 +13,7 @@ from scipy import stats
 from torch import Tensor
 
 __all__ = [
-    "chi2_goodness_of_fit",
+    "chi2_homogeneity",
     "gaussian_kernel",
     "ks_2samp_columns",
     "ks_pvalues",
@@ -90,15 +90,49 @@ def ks_pvalues(statistic: Tensor, n: int, m: int) -> np.ndarray:
     return stats.kstwo.sf(statistic.detach().cpu().numpy(), effective_n)
 
 
-def chi2_goodness_of_fit(observed: Tensor, expected: Tensor) -> tuple[float, float]:
-    """Pearson chi-squared statistic and p-value (``C - 1`` degrees of freedom), as ``scipy.stats.chisquare``.
+def chi2_homogeneity(
+    reference_counts: Tensor, window_counts: Tensor, n_resamples: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """Pearson chi-squared test of homogeneity of two count vectors (a ``2 x C`` contingency table).
 
-    ``expected`` must be positive and sum to ``observed.sum()``.
+    Classes with no count in either sample are dropped. With every expected count at least 5 the p-value is
+    the chi-squared tail with ``C' - 1`` degrees of freedom (``C'`` classes kept), equal to
+    ``scipy.stats.chi2_contingency(table, correction=False)``; otherwise it is a Monte Carlo exact
+    conditional p-value ``(1 + #{X^2_b >= X^2}) / (n_resamples + 1)``, the window's counts redrawn from the
+    pooled counts without replacement (multivariate hypergeometric) with a ``seed``-ed generator.
+
+    Args:
+        reference_counts: ``(C,)`` non-negative integer counts of the reference, with a positive sum.
+        window_counts: ``(C,)`` non-negative integer counts of the window, with a positive sum.
+        n_resamples: Monte Carlo tables for the small-count p-value.
+        seed: Seed of those tables.
+
+    Returns:
+        ``(statistic, p_value)``: Pearson's ``X^2`` and its p-value; ``(0.0, 1.0)`` when one class holds everything.
     """
-    observed = observed.to(torch.float64)
-    expected = expected.to(torch.float64)
-    statistic = float(((observed - expected) ** 2 / expected).sum())
-    return statistic, float(stats.chi2.sf(statistic, observed.numel() - 1))
+    ref = reference_counts.detach().cpu().to(torch.int64).numpy()
+    win = window_counts.detach().cpu().to(torch.int64).numpy()
+    keep = (ref + win) > 0
+    ref, win = ref[keep], win[keep]
+    if ref.size < 2:
+        return 0.0, 1.0
+    pooled = ref + win
+    n_ref, n_win = int(ref.sum()), int(win.sum())
+    share = pooled / (n_ref + n_win)  # expected counts are n_ref * share and n_win * share
+
+    def pearson(window: np.ndarray) -> np.ndarray:
+        """X^2 of the tables with window row(s) ``window`` and the fixed margins, ``(..., C')`` -> ``(...)``."""
+        e_win, e_ref = n_win * share, n_ref * share
+        return (((window - e_win) ** 2 / e_win) + ((pooled - window - e_ref) ** 2 / e_ref)).sum(axis=-1)
+
+    statistic = float(pearson(win.astype(np.float64)))
+    if min(n_ref, n_win) * share.min() >= 5.0:
+        return statistic, float(stats.chi2.sf(statistic, ref.size - 1))
+    rng = np.random.default_rng(seed)
+    tables = rng.multivariate_hypergeometric(pooled, n_win, size=n_resamples).astype(np.float64)
+    # A relative tolerance so that tables tied with the observed one count as at least as extreme.
+    n_extreme = int((pearson(tables) >= statistic * (1.0 - 1e-9)).sum())
+    return statistic, (n_extreme + 1) / (n_resamples + 1)
 
 
 def random_groups(n_total: int, n_group: int, n_draws: int, seed: int, device: torch.device | str) -> Tensor:
