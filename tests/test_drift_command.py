@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from imagenette_drift.cli import cli_main
+from tests.conftest import import_or_fail
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +21,7 @@ def _drift(checkpoint: Path, out: Path, *extra: str) -> dict:
 def test_drift_command_on_clean_and_corrupted_images(
     trained_checkpoint: Path, sample_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    pytest.importorskip("corrupt_tta")
+    import_or_fail("corrupt_tta", "the corruptions extra (pip install 'imagenette-drift[corruptions]')")
     clean = _drift(trained_checkpoint, tmp_path / "clean", f"--data={sample_root / 'val'}")
     printed = capsys.readouterr().out
     assert "mmd" in printed and "drift_report.json" in printed

@@ -10,17 +10,18 @@ from backend import DriftState
 from display import drift_state_name
 
 from app import EXAMPLES_DIR
+from tests.conftest import import_or_fail, skip_or_fail
 
 pytestmark = pytest.mark.slow
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
-    pytest.skip(
+    skip_or_fail(
         f"Debian chromium is not installed at {CHROMIUM} (apt-get install chromium; .ci/run does)",
         allow_module_level=True,
     )
-sync_api = pytest.importorskip(
-    "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
+sync_api = import_or_fail(
+    "playwright.sync_api", "playwright is not installed (pip install playwright)", allow_module_level=True
 )
 
 BROWSER_ARGS = [

@@ -11,7 +11,7 @@ import torch
 from imagenette_drift.checkpoint import load_for_inference
 from imagenette_drift.cli import cli_main
 from imagenette_drift.drift import DriftReference
-from tests.conftest import quickstart_args
+from tests.conftest import import_or_fail, quickstart_args
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +55,7 @@ def test_a_resumed_checkpoint_keeps_its_reference(trained_checkpoint: Path) -> N
 
 
 def test_testing_a_corrupted_split_reports_drift(trained_checkpoint: Path, in_tmp: Path) -> None:
-    pytest.importorskip("corrupt_tta")
+    import_or_fail("corrupt_tta", "the corruptions extra (pip install 'imagenette-drift[corruptions]')")
     cli_main(
         quickstart_args(
             "test",
