@@ -109,6 +109,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         parser.error(f"--data: {folder} holds {len(paths)} image(s); drift tests need at least 2.")
     embeddings, probs, stats = embed_folder(model, paths, args.corruption, args.severity, args.batch_size)
     summary = run_window_tests(reference, embeddings, probs, stats, args.window, seed=args.seed)
+    # What the model says the images are, by the checkpoint's class names (its data's class folders).
+    counts = torch.bincount(probs.argmax(dim=1), minlength=model.card.num_classes).tolist()
+    summary["predicted_classes"] = dict(zip(model.card.class_names, counts, strict=True))
     summary["source"] = {
         "checkpoint": str(args.checkpoint),
         "checkpoint_sha256": model.sha256,
@@ -117,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "severity": args.severity if args.corruption else None,
     }
     print(format_table(summary))
+    print("predicted: " + ", ".join(f"{name} {n}" for name, n in summary["predicted_classes"].items() if n))
     json_path, png_path = write_report(summary, args.output)
     print(f"wrote {json_path} and {png_path}")
     return summary
