@@ -93,7 +93,9 @@ def test_fit_predict_drift_and_serve_another_data_set(
 
     # `imagenette drift` tests the folder against the reference and counts predictions by the new names.
     capsys.readouterr()
-    cli_main(["drift", f"--checkpoint={checkpoint}", f"--data={three_classes / 'val'}", "--window=6"])
+    cli_main(
+        ["drift", f"--ckpt_path={checkpoint}", f"--data.predict_dir={three_classes / 'val'}", "--window=6"]
+    )
     printed = capsys.readouterr().out
     report = json.loads((in_tmp / "outputs" / "drift" / "drift_report.json").read_text())
     assert list(report["predicted_classes"]) == NAMES and sum(report["predicted_classes"].values()) == 12

@@ -64,7 +64,7 @@ def test_ci_covers_the_issue() -> None:
     }
     assert built == {"Dockerfile", "Dockerfile.serve"}
     runs = " ".join(s.get("run", "") for s in _steps(jobs["train"]))
-    for command in ("fit --config", "test --config", "drift --checkpoint", "report --log-dir", "dvc pull"):
+    for command in ("fit --config", "test --config", "drift --ckpt_path", "report --log-dir", "dvc pull"):
         assert command in runs, command
     assert "cml comment create" in runs
     for job in ("deploy", "space"):
