@@ -87,7 +87,7 @@ def test_onnx_server_without_a_drift_reference(
             reply = predict_file(server.url, path.read_bytes())
             expected = inference_model.predict_proba(inference_model.transform(read_image(path))[None])[0]
             assert_matches(reply.json(), expected, list(inference_model.card.wnids), atol=1e-3)
-        drift = requests.get(f"{server.url}/drift", timeout=5).json()
+        drift = requests.get(f"{server.url}/drift", params={"wait_s": 30}, timeout=40).json()
         assert drift["enabled"] is False and "no drift reference" in drift["reason"]
         assert drift["images_seen"] == 3 and drift["statistic"] is None and drift["window_size"] is None
 
