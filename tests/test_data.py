@@ -72,6 +72,7 @@ def test_train_size_schedule_spreads_the_sizes_over_the_epochs(
     assert [dm.train_size(epoch, epochs) for epoch in range(epochs)] == expected
 
 
+@pytest.mark.slow  # trains
 def test_progressive_resizing_resizes_training_batches_only(sample_root: Path, in_tmp: Path) -> None:
     import lightning.pytorch as pl
 

@@ -17,6 +17,8 @@ from imagenette_drift.models import ImagenetteClassifier
 from imagenette_drift.serve.decode import decode_image
 from tests.serve.images import png_claiming_size, variants
 
+pytestmark = pytest.mark.slow  # a real server on the session's trained checkpoint
+
 DRIFT_KEYS = {
     "enabled",
     "images_seen",

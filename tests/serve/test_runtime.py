@@ -16,6 +16,8 @@ from imagenette_drift.serve.runtime import OnnxRuntime, TorchRuntime, create_run
 from tests.serve._server import ServeProcess
 from tests.serve.test_http import assert_matches, predict_file
 
+pytestmark = pytest.mark.slow  # the session's trained checkpoint (and servers)
+
 
 @pytest.fixture(scope="module")
 def module_probs(trained_checkpoint: Path, inference_model, val_images):
