@@ -44,7 +44,7 @@ PROG_112_176 = ["--data.train_image_size=176", "--data.train_size_schedule=[112,
 def muon(lr: float) -> list[str]:
     """Muon for the conv filters at `lr`, SGD at the config's 0.4 for norms, biases and the head."""
     return [
-        "--model.optimizer=imagenette_drift.optim.Muon",
+        "--model.optimizer=imagenette_drift.optim.ConvMuonSGD",
         f"--model.optimizer.init_args.lr={lr}",
         "--model.optimizer.init_args.sgd_lr=0.4",
         "--model.optimizer.init_args.momentum=0.95",

@@ -239,7 +239,7 @@ def _our_command(args, runtime: str) -> tuple[list[str], str]:
     command = [
         str(BIN / "imagenette"),
         "serve",
-        "--checkpoint",
+        "--ckpt_path",
         str(args.checkpoint),
         "--host",
         "127.0.0.1",

@@ -2,7 +2,7 @@
 
 All four use the same model (ResNet-18 at 128 px), data, precision (bf16 autocast on CPU), channels_last
 and batch size. The plain loop is the baseline the Lightning engine is compared with (target: fit >= 0.97x). All use SGD; one more
-step-only figure uses Muon (the config's optimizer), for what its Newton-Schulz iterations cost.
+step-only figure uses ConvMuonSGD (the config's optimizer), for what its Newton-Schulz iterations cost.
 
     python benchmarks/train_bench.py --data ../shared/data/imagenette2-160   # a few minutes here
 """
@@ -22,7 +22,7 @@ import torch
 from imagenette_drift.data import ImagenetteDataModule
 from imagenette_drift.io import write_text_atomic
 from imagenette_drift.models import ImagenetteClassifier
-from imagenette_drift.optim import Muon
+from imagenette_drift.optim import ConvMuonSGD
 
 
 def _datamodule(args: argparse.Namespace, cache: bool) -> ImagenetteDataModule:
@@ -55,7 +55,7 @@ def _sgd(model: ImagenetteClassifier) -> torch.optim.Optimizer:
 
 
 def _muon(model: ImagenetteClassifier) -> torch.optim.Optimizer:
-    return Muon(model._param_groups(), lr=0.1, weight_decay=5e-5, sgd_lr=0.1)
+    return ConvMuonSGD(model._param_groups(), lr=0.1, weight_decay=5e-5, sgd_lr=0.1)
 
 
 def step_only(dm: ImagenetteDataModule, steps: int, optimizer_factory=_sgd) -> float:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
 
 import pytest
 
@@ -29,6 +32,29 @@ os.environ.pop("WANDB_API_KEY", None)
 os.environ.pop("IMAGENETTE_DATA", None)
 
 
+def under_ci() -> bool:
+    """True where `CI` is set to true (GitHub Actions, `.ci/run`): there a missing tool or data set is a failure."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def skip_or_fail(reason: str, *, allow_module_level: bool = False) -> NoReturn:
+    """Skip a test whose tool or data is missing; under `CI=true`, fail instead, so CI cannot go green by skipping.
+
+    At module level (`allow_module_level=True`) the failure is a collection error, which fails the run too.
+    """
+    if under_ci():
+        pytest.fail(f"{reason} [CI=true: required here, not skipped]", pytrace=False)
+    pytest.skip(reason, allow_module_level=allow_module_level)
+
+
+def import_or_fail(module: str, reason: str, *, allow_module_level: bool = False) -> ModuleType:
+    """`pytest.importorskip`, except that under `CI=true` a missing module fails (see `skip_or_fail`)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        skip_or_fail(f"{reason} ({e})", allow_module_level=allow_module_level)
+
+
 @pytest.fixture(scope="session")
 def sample_root() -> Path:
     """The real Imagenette sample in the repo (read-only: copy it before changing anything)."""
@@ -45,9 +71,9 @@ def sample_copy(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def full_root() -> Path:
-    """The complete Imagenette-160; tests using it skip cleanly where it is absent."""
+    """The complete Imagenette-160; tests using it skip where it is absent (and fail under CI=true)."""
     if not (FULL_DATA / "train").is_dir():
-        pytest.skip(
+        skip_or_fail(
             f"full Imagenette-160 not found at {FULL_DATA} (set IMAGENETTE_FULL_DATA to run this test)"
         )
     return FULL_DATA

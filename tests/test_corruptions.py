@@ -10,8 +10,13 @@ import pytest
 from PIL import Image
 
 from imagenette_drift.corruptions import CORRUPTIONS, corrupt
+from tests.conftest import import_or_fail
 
-pytest.importorskip("corrupt_tta")
+import_or_fail(
+    "corrupt_tta",
+    "the corruptions extra (pip install 'imagenette-drift[corruptions]')",
+    allow_module_level=True,
+)
 
 GRAYSCALE = Path("val") / "n02979186" / "n02979186_11410.JPEG"  # relative to the sample root
 # Severities 1-2 of ImageNet-C's elastic_transform use large smooth displacements; 3-5 use small local ones,

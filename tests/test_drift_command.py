@@ -8,20 +8,21 @@ from pathlib import Path
 import pytest
 
 from imagenette_drift.cli import cli_main
+from tests.conftest import import_or_fail
 
 pytestmark = pytest.mark.slow
 
 
 def _drift(checkpoint: Path, out: Path, *extra: str) -> dict:
-    cli_main(["drift", f"--checkpoint={checkpoint}", f"--output={out}", "--window=20", "--threads=2", *extra])
+    cli_main(["drift", f"--ckpt_path={checkpoint}", f"--output={out}", "--window=20", "--threads=2", *extra])
     return json.loads((out / "drift_report.json").read_text())
 
 
 def test_drift_command_on_clean_and_corrupted_images(
     trained_checkpoint: Path, sample_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    pytest.importorskip("corrupt_tta")
-    clean = _drift(trained_checkpoint, tmp_path / "clean", f"--data={sample_root / 'val'}")
+    import_or_fail("corrupt_tta", "the corruptions extra (pip install 'imagenette-drift[corruptions]')")
+    clean = _drift(trained_checkpoint, tmp_path / "clean", f"--data.predict_dir={sample_root / 'val'}")
     printed = capsys.readouterr().out
     assert "mmd" in printed and "drift_report.json" in printed
     assert clean["n_images"] == 40 and clean["n_windows"] == 2
@@ -31,9 +32,9 @@ def test_drift_command_on_clean_and_corrupted_images(
     noisy = _drift(
         trained_checkpoint,
         tmp_path / "noisy",
-        f"--data={sample_root / 'val'}",
-        "--corruption=gaussian_noise",
-        "--severity=5",
+        f"--data.predict_dir={sample_root / 'val'}",
+        "--data.corruption=gaussian_noise",
+        "--data.severity=5",
     )
     assert noisy["source"] == {**clean["source"], "corruption": "gaussian_noise", "severity": 5}
     # Heavy noise moves the embeddings away from the reference and is plain in the pixel statistics.
@@ -44,9 +45,9 @@ def test_drift_command_on_clean_and_corrupted_images(
     jpeg = _drift(
         trained_checkpoint,
         tmp_path / "jpeg",
-        f"--data={sample_root / 'val'}",
-        "--corruption=jpeg_compression",
-        "--severity=1",
+        f"--data.predict_dir={sample_root / 'val'}",
+        "--data.corruption=jpeg_compression",
+        "--data.severity=1",
     )
     assert jpeg["methods"]["inputs"]["flagged_fraction"] == 1.0
 
@@ -58,22 +59,24 @@ def test_drift_command_accepts_any_folder_and_limit(
     folder.mkdir(parents=True)
     for i, src in enumerate(sorted(sample_root.rglob("*.JPEG"))[:30]):
         (folder / f"{i}.jpg").write_bytes(src.read_bytes())
-    summary = _drift(trained_checkpoint, tmp_path / "out", f"--data={tmp_path / 'uploads'}", "--limit=25")
+    summary = _drift(
+        trained_checkpoint, tmp_path / "out", f"--data.predict_dir={tmp_path / 'uploads'}", "--limit=25"
+    )
     assert summary["n_images"] == 25 and summary["n_windows"] == 1
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--checkpoint=missing.ckpt"], "does not exist"),
-        (["--corruption=sunburn"], "not one of"),
-        (["--data=/nonexistent/folder"], "--data"),
+        (["--ckpt_path=missing.ckpt"], "does not exist"),
+        (["--data.corruption=sunburn"], "not one of"),
+        (["--data.predict_dir=/nonexistent/folder"], "--data.predict_dir"),
     ],
 )
 def test_drift_command_errors_name_the_problem(
     trained_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture, args: list[str], message: str
 ) -> None:
-    argv = ["drift", f"--checkpoint={trained_checkpoint}", f"--output={tmp_path}", *args]
+    argv = ["drift", f"--ckpt_path={trained_checkpoint}", f"--output={tmp_path}", *args]
     with pytest.raises(SystemExit) as exit_info:
         cli_main(argv)
     assert exit_info.value.code == 2

@@ -14,12 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, SAMPLE_ROOT
+from tests.conftest import REPO, SAMPLE_ROOT, skip_or_fail
 
 DVC = Path(sys.executable).with_name("dvc")
-pytestmark = pytest.mark.skipif(
-    not DVC.exists() or shutil.which("git") is None, reason="needs dvc (pip install -e '.[mlops]') and git"
-)
+if not DVC.exists() or shutil.which("git") is None:
+    skip_or_fail("needs dvc (pip install -e '.[mlops]') and git", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")

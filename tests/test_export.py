@@ -41,7 +41,7 @@ def test_export_drops_the_optimizer_state_and_predicts_identically(
     trained_checkpoint: Path, sample_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     dest = tmp_path / "serving" / "model.ckpt"
-    cli_main(["export", "--checkpoint", str(trained_checkpoint), "--output", str(dest)])
+    cli_main(["export", "--ckpt_path", str(trained_checkpoint), "--output", str(dest)])
 
     original, exported = read_checkpoint(trained_checkpoint), read_checkpoint(dest)
     assert "optimizer_states" in original and "optimizer_states" not in exported
@@ -64,7 +64,7 @@ def test_export_drops_the_optimizer_state_and_predicts_identically(
 
 def test_exported_checkpoint_tests_like_the_original(trained_checkpoint: Path, in_tmp: Path) -> None:
     dest = in_tmp / "model.ckpt"
-    cli_main(["export", "--checkpoint", str(trained_checkpoint), "--output", str(dest)])
+    cli_main(["export", "--ckpt_path", str(trained_checkpoint), "--output", str(dest)])
     metrics = {}
     for ckpt in (trained_checkpoint, dest):
         cli = cli_main(quickstart_args("test", f"--ckpt_path={ckpt}"))
@@ -79,13 +79,13 @@ def test_export_refuses_bad_input_and_writes_nothing(
     not_a_checkpoint.write_bytes(b"not a checkpoint")
     dest = tmp_path / "out" / "model.ckpt"
     with pytest.raises(SystemExit) as exit_info:
-        cli_main(["export", "--checkpoint", str(not_a_checkpoint), "--output", str(dest)])
+        cli_main(["export", "--ckpt_path", str(not_a_checkpoint), "--output", str(dest)])
     assert exit_info.value.code == 2
     assert "not a readable PyTorch checkpoint" in capsys.readouterr().err
     assert not dest.exists()
 
     before = file_sha256(trained_checkpoint)
     with pytest.raises(SystemExit):
-        cli_main(["export", "--checkpoint", str(trained_checkpoint), "--output", str(trained_checkpoint)])
+        cli_main(["export", "--ckpt_path", str(trained_checkpoint), "--output", str(trained_checkpoint)])
     assert "is the checkpoint itself" in capsys.readouterr().err
     assert file_sha256(trained_checkpoint) == before

@@ -1,4 +1,4 @@
-"""Muon: the Newton-Schulz orthogonalisation, the conv and SGD updates, schedules, state, and real learning."""
+"""ConvMuonSGD: the Newton-Schulz orthogonalisation, the conv and SGD updates, schedules, state, and real learning."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from torch import nn
 
 from imagenette_drift.data import ImagenetteDataModule
 from imagenette_drift.models import ImagenetteNet
-from imagenette_drift.optim import Muon, orthogonalize
+from imagenette_drift.optim import ConvMuonSGD, Muon, orthogonalize
 
 
 def _newton_schulz_on_x(matrix: torch.Tensor, steps: int = 5) -> torch.Tensor:
@@ -56,7 +56,7 @@ def _grads(conv: nn.Parameter, bias: nn.Parameter, step: int) -> None:
 def test_non_conv_parameters_follow_sgd_exactly_including_the_schedule() -> None:
     conv, bias = _params()
     twin = nn.Parameter(bias.detach().clone())
-    muon = Muon([conv, bias], lr=0.05, weight_decay=1e-3, sgd_lr=0.4, sgd_momentum=0.9)
+    muon = ConvMuonSGD([conv, bias], lr=0.05, weight_decay=1e-3, sgd_lr=0.4, sgd_momentum=0.9)
     sgd = torch.optim.SGD([twin], lr=0.4, momentum=0.9, nesterov=True, weight_decay=1e-3)
     schedules = [torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5**step) for opt in (muon, sgd)]
     for step in range(4):
@@ -72,7 +72,7 @@ def test_non_conv_parameters_follow_sgd_exactly_including_the_schedule() -> None
 def test_conv_step_is_the_orthogonalised_momentum_with_decoupled_decay() -> None:
     conv, bias = _params()
     before = conv.detach().clone()
-    muon = Muon([conv, bias], lr=0.1, momentum=0.95, nesterov=True, weight_decay=0.5)
+    muon = ConvMuonSGD([conv, bias], lr=0.1, momentum=0.95, nesterov=True, weight_decay=0.5)
     _grads(conv, bias, 0)
     grad = conv.grad.clone()
     muon.step()
@@ -85,12 +85,12 @@ def test_conv_step_is_the_orthogonalised_momentum_with_decoupled_decay() -> None
 
 def test_state_dict_resumes_exactly() -> None:
     conv, bias = _params()
-    muon = Muon([conv, bias], lr=0.1)
+    muon = ConvMuonSGD([conv, bias], lr=0.1)
     for step in range(2):
         _grads(conv, bias, step)
         muon.step()
     conv2, bias2 = (nn.Parameter(p.detach().clone()) for p in (conv, bias))
-    resumed = Muon([conv2, bias2], lr=0.1)
+    resumed = ConvMuonSGD([conv2, bias2], lr=0.1)
     resumed.load_state_dict(copy.deepcopy(muon.state_dict()))
     _grads(conv, bias, 2)
     conv2.grad, bias2.grad = conv.grad.clone(), bias.grad.clone()
@@ -109,8 +109,8 @@ def test_state_dict_resumes_exactly() -> None:
     ],
 )
 def test_bad_hyperparameters_are_named(kwargs: dict, named: str) -> None:
-    with pytest.raises(ValueError, match=f"Muon {named} must be"):
-        Muon(_params(), **kwargs)
+    with pytest.raises(ValueError, match=f"ConvMuonSGD {named} must be"):
+        ConvMuonSGD(_params(), **kwargs)
 
 
 def test_muon_fits_real_images_faster_than_it_starts(sample_root) -> None:
@@ -122,7 +122,7 @@ def test_muon_fits_real_images_faster_than_it_starts(sample_root) -> None:
     dm.setup("fit")
     images, labels = next(iter(dm.train_dataloader()))
     net = ImagenetteNet("resnet18", 10, channels_last=False)
-    optimizer = Muon(net.parameters(), lr=0.05, sgd_lr=0.05)
+    optimizer = ConvMuonSGD(net.parameters(), lr=0.05, sgd_lr=0.05)
     losses = []
     for _ in range(25):
         loss = nn.functional.cross_entropy(net(images), labels)
@@ -136,9 +136,45 @@ def test_muon_fits_real_images_faster_than_it_starts(sample_root) -> None:
 def test_a_group_added_later_follows_its_own_schedule() -> None:
     conv, bias = _params()
     extra = nn.Parameter(torch.ones(4))
-    muon = Muon([conv, bias], lr=0.1, sgd_lr=0.4)
+    muon = ConvMuonSGD([conv, bias], lr=0.1, sgd_lr=0.4)
     muon.add_param_group({"params": [extra], "lr": 0.2})
     muon.param_groups[1]["lr"] = 0.1  # a scheduler halves it
     extra.grad = torch.ones(4)
     muon.step()
     torch.testing.assert_close(extra.detach(), torch.full((4,), 1 - 0.2 * 1.9))  # sgd_lr 0.4 halved, nesterov
+
+
+def test_torch_muon_still_refuses_conv_filters() -> None:
+    """ConvMuonSGD exists because `torch.optim.Muon` takes 2-D weights only. When this fails, torch accepts 4-D
+    conv filters: compare it with ConvMuonSGD on the conv tests above and retire the hand-written one if it
+    matches."""
+    if not hasattr(torch.optim, "Muon"):
+        pytest.skip(f"torch {torch.__version__} has no torch.optim.Muon (added in 2.9)")
+    conv = nn.Parameter(torch.randn(16, 8, 3, 3))
+    try:
+        torch.optim.Muon([conv])
+    except ValueError:
+        return
+    pytest.fail(
+        f"torch {torch.__version__}'s torch.optim.Muon now accepts 4-D conv weights: revisit ConvMuonSGD "
+        "(imagenette_drift/optim.py) and use torch's if it does the same."
+    )
+
+
+def test_the_old_name_muon_still_works_and_says_it_is_deprecated() -> None:
+    conv, bias = _params()
+    with pytest.warns(FutureWarning, match="renamed imagenette_drift.optim.ConvMuonSGD"):
+        old = Muon([conv, bias], lr=0.1)
+    assert isinstance(old, ConvMuonSGD)
+    _grads(conv, bias, 0)
+    old.step()
+    conv2, bias2 = (nn.Parameter(p.detach().clone()) for p in (conv, bias))
+    new = ConvMuonSGD([conv2, bias2], lr=0.1)
+    new.load_state_dict(
+        copy.deepcopy(old.state_dict())
+    )  # an optimizer state saved under the old name resumes
+    _grads(conv, bias, 1)
+    conv2.grad, bias2.grad = conv.grad.clone(), bias.grad.clone()
+    old.step()
+    new.step()
+    assert torch.equal(conv, conv2) and torch.equal(bias, bias2)

@@ -44,13 +44,13 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
         for name, extra in (
             ("clean", []),
-            ("shifted", ["--corruption", "gaussian_noise", "--severity", "5"]),
+            ("shifted", ["--data.corruption", "gaussian_noise", "--data.severity", "5"]),
         ):
             drift_command.main(
                 [
-                    "--checkpoint",
+                    "--ckpt_path",
                     "outputs/pipeline/checkpoints/best.ckpt",
-                    "--data",
+                    "--data.predict_dir",
                     str(SAMPLE_ROOT / "val"),
                     "--window",
                     "10",

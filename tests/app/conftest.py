@@ -57,7 +57,7 @@ def api_url(trained_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    command = [sys.executable, "-m", "imagenette_drift", "serve", "--checkpoint", str(trained_checkpoint)]
+    command = [sys.executable, "-m", "imagenette_drift", "serve", "--ckpt_path", str(trained_checkpoint)]
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--threads", "1"]
     with running(command, f"{url}/health", log, timeout=180):
         yield url

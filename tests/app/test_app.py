@@ -23,6 +23,7 @@ def classify(url: str, image: Path | None = IMAGE) -> tuple:
     return client.predict(None if image is None else handle_file(str(image)), api_name="/classify")
 
 
+@pytest.mark.slow  # serves the app
 def test_an_unreachable_api_gets_a_friendly_message_not_a_traceback(dead_url: str) -> None:
     with launched(ApiClient(dead_url, timeout=2.0, retry_wait=0.0)) as url:
         label, latency, _, message = classify(url)
@@ -34,6 +35,7 @@ def test_an_unreachable_api_gets_a_friendly_message_not_a_traceback(dead_url: st
     assert 'data-state="unknown">Drift status unavailable<small>Cannot reach the model API' in badge
 
 
+@pytest.mark.slow  # serves the app
 def test_an_error_answer_shows_the_servers_detail(scripted_api) -> None:
     api = scripted_api(Reply(400, {"detail": "the file is not an image in a format Pillow can read."}))
     with launched(ApiClient(api.url, retry_wait=0.0)) as url:
@@ -44,6 +46,7 @@ def test_an_error_answer_shows_the_servers_detail(scripted_api) -> None:
     assert not label
 
 
+@pytest.mark.slow  # serves the app
 def test_a_server_error_and_a_hanging_server_are_explained(scripted_api) -> None:
     failing = scripted_api(Reply(500, "Internal Server Error"))
     with launched(ApiClient(failing.url, retry_wait=0.0)) as url:
@@ -56,6 +59,7 @@ def test_a_server_error_and_a_hanging_server_are_explained(scripted_api) -> None
     assert hanging.requests == ["/predict", "/predict"]
 
 
+@pytest.mark.slow  # serves the app
 def test_submitting_without_an_image_asks_for_one(dead_url: str) -> None:
     with launched(ApiClient(dead_url)) as url:
         assert classify(url, image=None)[3] == "Upload, paste or drag an image first, or pick an example."

@@ -10,17 +10,18 @@ from backend import DriftState
 from display import drift_state_name
 
 from app import EXAMPLES_DIR
+from tests.conftest import import_or_fail, skip_or_fail
 
 pytestmark = pytest.mark.slow
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
-    pytest.skip(
+    skip_or_fail(
         f"Debian chromium is not installed at {CHROMIUM} (apt-get install chromium; .ci/run does)",
         allow_module_level=True,
     )
-sync_api = pytest.importorskip(
-    "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
+sync_api = import_or_fail(
+    "playwright.sync_api", "playwright is not installed (pip install playwright)", allow_module_level=True
 )
 
 BROWSER_ARGS = [
@@ -62,7 +63,7 @@ def test_upload_submit_and_read_the_label_and_drift_badge(
     sync_api.expect(badge).not_to_have_text(badge_before)  # its image count moved on
     page.screenshot(path=tmp_path / "app.png", full_page=True)
 
-    state = DriftState.from_dict(requests.get(f"{api_url}/drift", timeout=10).json())
+    state = DriftState.from_dict(requests.get(f"{api_url}/drift", params={"wait_s": 30}, timeout=40).json())
     assert state.images_seen == seen_before + 1
     assert badge.get_attribute("data-state") == drift_state_name(state)
     with open(IMAGE, "rb") as f:

@@ -11,7 +11,7 @@ import torch
 from imagenette_drift.checkpoint import load_for_inference
 from imagenette_drift.cli import cli_main
 from imagenette_drift.drift import DriftReference
-from tests.conftest import quickstart_args
+from tests.conftest import import_or_fail, quickstart_args
 
 pytestmark = pytest.mark.slow
 
@@ -46,16 +46,48 @@ def test_test_stage_writes_the_drift_report_and_logs_each_window(
     assert callback.summary == summary
 
 
-def test_a_resumed_checkpoint_keeps_its_reference(trained_checkpoint: Path) -> None:
-    state = torch.load(trained_checkpoint, weights_only=True)["imagenette_drift"]["drift"]
-    again = DriftReference.from_state_dict(state)
-    first = DriftReference.from_state_dict(state)
-    x = torch.randn(12, 512)
-    assert again.mmd.test(x) == first.mmd.test(x)
+def _assert_same(a: object, b: object, where: str = "drift") -> None:
+    """Exact equality of two nested drift states (tensors compared element-wise, bit for bit)."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for key in a:
+            _assert_same(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list | tuple):
+        assert isinstance(b, list | tuple) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def test_a_resumed_checkpoint_keeps_its_reference(trained_checkpoint: Path, in_tmp: Path) -> None:
+    """Resume the fit from its checkpoint for one more epoch, without validation (which would fit a new
+    reference on the new weights): the reference comes back from the checkpoint and goes into the next one."""
+    start = torch.load(trained_checkpoint, weights_only=True)
+    cli = cli_main(
+        quickstart_args(
+            "fit",
+            "--trainer.max_epochs=3",
+            "--trainer.limit_val_batches=0",
+            f"--ckpt_path={trained_checkpoint}",
+        )
+    )
+    resumed_path = in_tmp / "outputs" / "quickstart" / "checkpoints" / "last.ckpt"
+    resumed = torch.load(resumed_path, weights_only=True)
+    assert resumed["global_step"] > start["global_step"]  # it did train on from the checkpoint
+    assert any(not torch.equal(resumed["state_dict"][k], v) for k, v in start["state_dict"].items())
+    assert start["imagenette_drift"]["drift"] is not None
+    _assert_same(resumed["imagenette_drift"]["drift"], start["imagenette_drift"]["drift"])
+    callback = next(c for c in cli.trainer.callbacks if type(c).__name__ == "DriftCallback")
+    x = torch.randn(12, 512, generator=torch.Generator().manual_seed(0))
+    loaded = DriftReference.from_state_dict(load_for_inference(resumed_path).card.drift)
+    assert callback.reference.mmd.test(x) == loaded.mmd.test(x)
 
 
 def test_testing_a_corrupted_split_reports_drift(trained_checkpoint: Path, in_tmp: Path) -> None:
-    pytest.importorskip("corrupt_tta")
+    import_or_fail("corrupt_tta", "the corruptions extra (pip install 'imagenette-drift[corruptions]')")
     cli_main(
         quickstart_args(
             "test",

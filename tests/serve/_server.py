@@ -36,7 +36,7 @@ def wait_for_http(url: str, process: subprocess.Popen, log: Path, timeout: float
 
 
 class ServeProcess:
-    """`imagenette serve --checkpoint ... --host 127.0.0.1 --port P` with one thread, logging to a file."""
+    """`imagenette serve --ckpt_path ... --host 127.0.0.1 --port P` with one thread, logging to a file."""
 
     def __init__(
         self, checkpoint: str | Path, log_path: Path, *args: str, env: dict[str, str] | None = None
@@ -47,7 +47,7 @@ class ServeProcess:
         self.command = [
             str(IMAGENETTE),
             "serve",
-            "--checkpoint",
+            "--ckpt_path",
             str(checkpoint),
             "--host",
             "127.0.0.1",

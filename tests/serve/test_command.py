@@ -23,25 +23,23 @@ def test_a_file_that_is_not_a_checkpoint_is_a_one_line_error(
     tmp_path: Path, capsys, sample_root: Path
 ) -> None:
     jpeg = next((sample_root / "val").rglob("*.JPEG"))
-    err = _start_error(capsys, "--checkpoint", str(jpeg), "--cache-dir", str(tmp_path))
+    err = _start_error(capsys, "--ckpt_path", str(jpeg), "--cache-dir", str(tmp_path))
     assert err.startswith("imagenette serve: error: ") and "is not a readable PyTorch checkpoint" in err
     assert "Traceback" not in err
-    err = _start_error(capsys, "--checkpoint", str(tmp_path / "none.ckpt"), "--cache-dir", str(tmp_path))
+    err = _start_error(capsys, "--ckpt_path", str(tmp_path / "none.ckpt"), "--cache-dir", str(tmp_path))
     assert "does not exist. Train one with `imagenette fit`" in err
 
 
 def test_bad_options_are_refused_before_loading(tmp_path: Path, capsys) -> None:
-    assert "--port must be between 1024 and 65535" in _start_error(
-        capsys, "--checkpoint", "x", "--port", "80"
-    )
-    assert "invalid choice: 'tf'" in _start_error(capsys, "--checkpoint", "x", "--runtime", "tf")
-    assert "must be a positive integer" in _start_error(capsys, "--checkpoint", "x", "--workers", "0")
+    assert "--port must be between 1024 and 65535" in _start_error(capsys, "--ckpt_path", "x", "--port", "80")
+    assert "invalid choice: 'tf'" in _start_error(capsys, "--ckpt_path", "x", "--runtime", "tf")
+    assert "must be a positive integer" in _start_error(capsys, "--ckpt_path", "x", "--workers", "0")
 
 
 def test_a_missing_gcs_object_is_a_clear_error(gcs, tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs.host)
     gcs.upload("models", "other.ckpt", b"x")
-    err = _start_error(capsys, "--checkpoint", "gs://models/missing.ckpt", "--cache-dir", str(tmp_path))
+    err = _start_error(capsys, "--ckpt_path", "gs://models/missing.ckpt", "--cache-dir", str(tmp_path))
     assert "imagenette serve: error: gs://models/missing.ckpt does not exist" in err
 
 

@@ -17,6 +17,8 @@ from imagenette_drift.models import ImagenetteClassifier
 from imagenette_drift.serve.decode import decode_image
 from tests.serve.images import png_claiming_size, variants
 
+pytestmark = pytest.mark.slow  # a real server on the session's trained checkpoint
+
 DRIFT_KEYS = {
     "enabled",
     "images_seen",
@@ -159,6 +161,8 @@ def test_one_bad_request_in_a_batch_fails_alone(server, val_images, expected_pro
 
 
 def _batch_histogram(url: str) -> tuple[float, float]:
+    """(forward passes, images) so far, once every answered request's batch has been counted."""
+    requests.get(f"{url}/drift", params={"wait_s": 30}, timeout=40)  # waits on the hub's state, not a clock
     text = requests.get(f"{url}/metrics", timeout=10).text
     count = float(re.search(r"^imagenette_batch_size_count (\S+)$", text, re.M).group(1))
     total = float(re.search(r"^imagenette_batch_size_sum (\S+)$", text, re.M).group(1))
@@ -171,7 +175,7 @@ def test_drift_reports_the_online_monitor(server, val_images) -> None:
     window = before["window_size"]
     for path in val_images[: window + 2]:
         assert predict_file(server.url, path.read_bytes()).status_code == 200
-    after = requests.get(f"{server.url}/drift", timeout=10).json()
+    after = requests.get(f"{server.url}/drift", params={"wait_s": 30}, timeout=40).json()
     assert after["images_seen"] == before["images_seen"] + window + 2
     assert after["window_filled"] is True
     assert isinstance(after["statistic"], float) and isinstance(after["threshold"], float)

@@ -16,6 +16,8 @@ from imagenette_drift.serve.runtime import OnnxRuntime, TorchRuntime, create_run
 from tests.serve._server import ServeProcess
 from tests.serve.test_http import assert_matches, predict_file
 
+pytestmark = pytest.mark.slow  # the session's trained checkpoint (and servers)
+
 
 @pytest.fixture(scope="module")
 def module_probs(trained_checkpoint: Path, inference_model, val_images):
@@ -87,7 +89,7 @@ def test_onnx_server_without_a_drift_reference(
             reply = predict_file(server.url, path.read_bytes())
             expected = inference_model.predict_proba(inference_model.transform(read_image(path))[None])[0]
             assert_matches(reply.json(), expected, list(inference_model.card.wnids), atol=1e-3)
-        drift = requests.get(f"{server.url}/drift", timeout=5).json()
+        drift = requests.get(f"{server.url}/drift", params={"wait_s": 30}, timeout=40).json()
         assert drift["enabled"] is False and "no drift reference" in drift["reason"]
         assert drift["images_seen"] == 3 and drift["statistic"] is None and drift["window_size"] is None
 

@@ -9,7 +9,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from imagenette_drift.classes import CLASS_NAMES, WNIDS
+from imagenette_drift.classes import IMAGENETTE_CLASSES
 from imagenette_drift.io import atomic_path
 
 
@@ -32,6 +32,9 @@ class PredictionWriter(BasePredictionWriter):
     ) -> None:
         if not trainer.is_global_zero:
             return
+        # The model's classes (linked from the data's class folders); Imagenette's for another LightningModule.
+        names = getattr(pl_module, "class_names", None) or tuple(name for _, name in IMAGENETTE_CLASSES)
+        wnids = getattr(pl_module, "wnids", None) or tuple(wnid for wnid, _ in IMAGENETTE_CLASSES)
         dataloaders = trainer.predict_dataloaders
         loaders = dataloaders if isinstance(dataloaders, list) else [dataloaders]
         # Lightning nests per dataloader only when there are several; make it uniform.
@@ -49,5 +52,5 @@ class PredictionWriter(BasePredictionWriter):
                     for i, j, c, t in zip(
                         idx, label.tolist(), confidence.tolist(), batch["targets"].tolist(), strict=True
                     ):
-                        target = WNIDS[t] if t >= 0 else ""
-                        writer.writerow([str(paths[i]), CLASS_NAMES[j], WNIDS[j], f"{c:.6f}", target])
+                        target = wnids[t] if t >= 0 else ""
+                        writer.writerow([str(paths[i]), names[j], wnids[j], f"{c:.6f}", target])

@@ -11,6 +11,7 @@ import torch
 from torchvision.transforms import v2
 
 from imagenette_drift.checkpoint import InferenceModel, load_for_inference
+from imagenette_drift.commands._options import AliasedStore, add_checkpoint_option
 from imagenette_drift.data import list_images, read_image
 from imagenette_drift.data.datamodule import resolve_root
 from imagenette_drift.drift.image_stats import image_statistics
@@ -23,21 +24,45 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imagenette drift",
         description="Test images for drift against the reference stored in a checkpoint; print a table and "
-        "write drift_report.json and drift_report.png.",
+        "write drift_report.json and drift_report.png. Flags are spelled as in `imagenette predict`.",
+        allow_abbrev=False,
     )
-    parser.add_argument("--checkpoint", required=True, type=Path, help="a .ckpt written by `imagenette fit`")
+    add_checkpoint_option(parser, "a .ckpt written by `imagenette fit`", required=True, type=Path)
     parser.add_argument(
-        "--data",
+        "--data.root",
+        dest="root",
         type=Path,
         default=None,
-        help="any folder of images, searched recursively (default: the official val split of the Imagenette "
-        "root: $IMAGENETTE_DATA or data/imagenette2-160)",
+        help="data root whose val/ folder is tested (default: $IMAGENETTE_DATA, else data/imagenette2-160)",
     )
     parser.add_argument(
-        "--corruption", default=None, help="an ImageNet-C corruption to apply (needs the extra)"
+        "--data.predict_dir",
+        "--data",
+        dest="predict_dir",
+        action=AliasedStore,
+        type=Path,
+        default=None,
+        metavar="FOLDER",
+        help="any folder of images, searched recursively, tested instead of the root's val/ (--data: deprecated "
+        "spelling)",
     )
     parser.add_argument(
-        "--severity", type=int, default=3, choices=range(1, 6), help="corruption severity 1-5"
+        "--data.corruption",
+        "--corruption",
+        dest="corruption",
+        action=AliasedStore,
+        default=None,
+        help="an ImageNet-C corruption to apply (needs the extra; --corruption: deprecated spelling)",
+    )
+    parser.add_argument(
+        "--data.severity",
+        "--severity",
+        dest="severity",
+        action=AliasedStore,
+        type=int,
+        default=3,
+        choices=range(1, 6),
+        help="corruption severity 1-5 (--severity: deprecated spelling)",
     )
     parser.add_argument(
         "--window", type=int, default=None, help="images per window (default: the reference's)"
@@ -88,33 +113,38 @@ def main(argv: Sequence[str] | None = None) -> dict:
         from imagenette_drift.corruptions import CORRUPTIONS
 
         if args.corruption not in CORRUPTIONS:
-            parser.error(f"--corruption {args.corruption!r} is not one of: {', '.join(CORRUPTIONS)}")
-    model = load_for_inference(args.checkpoint)  # a UserError: `imagenette` prints it as one line
+            parser.error(f"--data.corruption {args.corruption!r} is not one of: {', '.join(CORRUPTIONS)}")
+    model = load_for_inference(args.ckpt_path)  # a UserError: `imagenette` prints it as one line
     if model.card.drift is None:
         raise BadCheckpointError(
-            f"{args.checkpoint} carries no drift reference: train with the DriftCallback (in the project's "
+            f"{args.ckpt_path} carries no drift reference: train with the DriftCallback (in the project's "
             "configs) and --data.val_fraction > 0."
         )
     reference = DriftReference.from_state_dict(model.card.drift)
-    folder = args.data if args.data is not None else resolve_root(None) / "val"
+    folder = args.predict_dir if args.predict_dir is not None else resolve_root(args.root) / "val"
+    flag = "--data.predict_dir" if args.predict_dir is not None else "--data.root"
     try:
         paths = list(list_images(folder))
     except UserError as e:
-        raise type(e)(f"--data: {e}") from e
+        raise type(e)(f"{flag}: {e}") from e
     if args.limit is not None and args.limit < len(paths):
         paths = sorted(random.Random(args.seed).sample(paths, args.limit))
     if len(paths) < 2:
-        raise BadDataError(f"--data: {folder} holds {len(paths)} image(s); drift tests need at least 2.")
+        raise BadDataError(f"{flag}: {folder} holds {len(paths)} image(s); drift tests need at least 2.")
     embeddings, probs, stats = embed_folder(model, paths, args.corruption, args.severity, args.batch_size)
     summary = run_window_tests(reference, embeddings, probs, stats, args.window, seed=args.seed)
+    # What the model says the images are, by the checkpoint's class names (its data's class folders).
+    counts = torch.bincount(probs.argmax(dim=1), minlength=model.card.num_classes).tolist()
+    summary["predicted_classes"] = dict(zip(model.card.class_names, counts, strict=True))
     summary["source"] = {
-        "checkpoint": str(args.checkpoint),
+        "checkpoint": str(args.ckpt_path),
         "checkpoint_sha256": model.sha256,
         "data": str(folder),
         "corruption": args.corruption,
         "severity": args.severity if args.corruption else None,
     }
     print(format_table(summary))
+    print("predicted: " + ", ".join(f"{name} {n}" for name, n in summary["predicted_classes"].items() if n))
     json_path, png_path = write_report(summary, args.output)
     print(f"wrote {json_path} and {png_path}")
     return summary

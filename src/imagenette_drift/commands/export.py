@@ -17,6 +17,7 @@ import torch
 
 from imagenette_drift.card import CHECKPOINT_KEY
 from imagenette_drift.checkpoint import load_for_inference, read_checkpoint
+from imagenette_drift.commands._options import add_checkpoint_option
 from imagenette_drift.errors import one_line
 from imagenette_drift.io import atomic_path
 
@@ -59,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write a serving copy of a checkpoint: weights and model card (class names, preprocessing, "
         "drift reference), without the optimizer state. Serve it, test it, or upload it to GCS; resume "
         "training from the original.",
+        allow_abbrev=False,
     )
-    parser.add_argument("--checkpoint", required=True, type=Path, help="a .ckpt written by `imagenette fit`")
+    add_checkpoint_option(parser, "a .ckpt written by `imagenette fit`", required=True, type=Path)
     parser.add_argument("--output", required=True, type=Path, help="where to write the serving copy")
     return parser
 
@@ -68,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
-        result = export_checkpoint(args.checkpoint, args.output)
+        result = export_checkpoint(args.ckpt_path, args.output)
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         print(f"imagenette export: error: {one_line(e)}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -10,6 +10,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from imagenette_drift.commands._options import add_checkpoint_option
+
 HOSTS = ("0.0.0.0", "127.0.0.1", "::")
 
 
@@ -51,12 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imagenette serve",
         description="Serve a checkpoint over REST: POST /predict, GET /health, /info, /drift, /metrics.",
+        allow_abbrev=False,
     )
-    parser.add_argument(
-        "--checkpoint",
+    add_checkpoint_option(
+        parser,
+        "a .ckpt path or gs://BUCKET/OBJECT (default: $MODEL_URI)",
         default=os.environ.get("MODEL_URI"),
         required=not os.environ.get("MODEL_URI"),
-        help="a .ckpt path or gs://BUCKET/OBJECT (default: $MODEL_URI)",
     )
     parser.add_argument("--host", default="0.0.0.0", choices=HOSTS, help="interface to listen on")
     parser.add_argument(
@@ -146,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     try:
         _make_cache_dir(args.cache_dir)
-        resolved = resolve_checkpoint(args.checkpoint, args.cache_dir, expected_sha256=args.expected_sha256)
+        resolved = resolve_checkpoint(args.ckpt_path, args.cache_dir, expected_sha256=args.expected_sha256)
         card = ModelCard.from_dict(read_checkpoint(resolved.path)[CHECKPOINT_KEY])
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         print(f"imagenette serve: error: {one_line(e)}", file=sys.stderr)

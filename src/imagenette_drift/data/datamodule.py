@@ -1,4 +1,5 @@
-"""LightningDataModule for Imagenette-160 v2: official val as the test set, validation carved from train."""
+"""LightningDataModule for Imagenette-160 v2 or any image folder laid out the same way: val as the test set,
+validation carved from train, classes read from the class folders."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from imagenette_drift.classes import NUM_CLASSES
+from imagenette_drift.classes import IMAGENETTE_CLASSES, class_table
 from imagenette_drift.corruptions import CorruptionTransform
 from imagenette_drift.data.cache import CachedImageDataset, DecodedImageStore
 from imagenette_drift.data.dataset import ImageFileDataset, verify_images
@@ -24,7 +25,14 @@ from imagenette_drift.data.download import (
     download_imagenette,
 )
 from imagenette_drift.data.images import build_eval_transform, build_train_transform
-from imagenette_drift.data.layout import Split, apply_noisy_labels, list_images, scan_split, stratified_holdout
+from imagenette_drift.data.layout import (
+    Split,
+    apply_noisy_labels,
+    find_class_folders,
+    list_images,
+    scan_split,
+    stratified_holdout,
+)
 from imagenette_drift.errors import MissingDataError
 
 DEFAULT_ROOT = Path("data/imagenette2-160")
@@ -51,7 +59,12 @@ def ensure_data(root: Path, download: bool, url: str = IMAGENETTE_160_URL, md5: 
 
 
 class ImagenetteDataModule(pl.LightningDataModule):
-    """Imagenette-160 v2 in the official layout.
+    """Imagenette-160 v2 in the official layout, or any image folder laid out the same way.
+
+    Classes: one per folder of `root/train` (sorted, as torchvision's `ImageFolder`); the official val folder
+    must hold the same ones. Folders named by Imagenette wnids get Imagenette's class names, any other folder's
+    name is its class name. `class_names`, `wnids` and `num_classes` are linked into the model (and so into the
+    checkpoint's model card) by `imagenette fit`. Before a missing root is downloaded, they are Imagenette's.
 
     Splits: `train` minus a stratified, seeded `val_fraction` is the training set; that held-out part is the
     validation set (checkpoint selection, drift reference); the official `val` folder is the *test* set, so
@@ -82,7 +95,8 @@ class ImagenetteDataModule(pl.LightningDataModule):
         md5: str | None = IMAGENETTE_160_MD5,
     ) -> None:
         """Args:
-        root: imagenette2-160 folder; default `$IMAGENETTE_DATA`, else `data/imagenette2-160`.
+        root: data folder with train/ and val/, each with one subfolder of images per class (imagenette2-160 or
+            any such ImageFolder); default `$IMAGENETTE_DATA`, else `data/imagenette2-160`.
         batch_size: training batch size per device.
         eval_batch_size: batch size for validate/test/predict (default: 2x batch_size).
         num_workers: DataLoader worker processes (0 decodes in the main process).
@@ -143,10 +157,30 @@ class ImagenetteDataModule(pl.LightningDataModule):
         self.url = url
         self.md5 = md5
         self.splits: dict[str, Split] = {}
+        self._classes: tuple[tuple[str, str], ...] | None = None
+
+    @property
+    def classes(self) -> tuple[tuple[str, str], ...]:
+        """`(class folder, class name)` per label index, read from `root/train` once (Imagenette's table while
+        the root does not exist yet: the default download is Imagenette)."""
+        if self._classes is None:
+            train_dir = self.root / "train"
+            self._classes = class_table(find_class_folders(train_dir)) if train_dir.is_dir() else IMAGENETTE_CLASSES
+        return self._classes
+
+    @property
+    def class_names(self) -> list[str]:
+        """Human-readable class names, by label index (linked to `model.class_names`)."""
+        return [name for _, name in self.classes]
+
+    @property
+    def wnids(self) -> list[str]:
+        """Class folder names (WordNet ids for Imagenette), by label index (linked to `model.wnids`)."""
+        return [folder for folder, _ in self.classes]
 
     @property
     def num_classes(self) -> int:
-        return NUM_CLASSES
+        return len(self.classes)
 
     def prepare_data(self) -> None:
         """Download the archive once (rank 0) when the root is missing; predicting on a folder needs no data set."""
@@ -160,7 +194,7 @@ class ImagenetteDataModule(pl.LightningDataModule):
     def _store(self, folder: str) -> tuple[DecodedImageStore, tuple[Path, ...]]:
         """The decoded cache of one official folder (built on first use), with its path order."""
         if folder not in self._stores:
-            paths = scan_split(self.root, folder).paths
+            paths = scan_split(self.root, folder, self.wnids).paths
             self._stores[folder] = (DecodedImageStore.build(paths, self.cache_dir, self.image_size), paths)
         return self._stores[folder]
 
@@ -184,13 +218,13 @@ class ImagenetteDataModule(pl.LightningDataModule):
         if not self.root.exists():
             raise MissingDataError(_missing_data_message(self.root, "it was not downloaded"))
         if not self.splits:
-            train, val = stratified_holdout(
-                scan_split(self.root, "train"), self.val_fraction, self.split_seed
-            )
+            folders = self.wnids
+            train = scan_split(self.root, "train", folders)
+            train, val = stratified_holdout(train, self.val_fraction, self.split_seed)
             self.splits = {
-                "train": apply_noisy_labels(train, self.root, self.noisy_labels),
+                "train": apply_noisy_labels(train, self.root, self.noisy_labels, folders),
                 "val": val,
-                "test": scan_split(self.root, "val"),
+                "test": scan_split(self.root, "val", folders),
             }
         needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
         if self.verify:

@@ -1,13 +1,15 @@
-"""Read and validate the official Imagenette folder layout and its `noisy_imagenette.csv`."""
+"""Read and validate an image-folder data set (root/{train,val}/<class>/*; Imagenette's official layout) and
+Imagenette's `noisy_imagenette.csv`."""
 
 from __future__ import annotations
 
 import csv
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagenette_drift.classes import WNID_TO_INDEX, WNIDS
+from imagenette_drift.classes import WNIDS
 from imagenette_drift.errors import BadDataError, MissingDataError
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".webp", ".bmp", ".tif", ".tiff")
@@ -25,35 +27,51 @@ class Split:
         return len(self.paths)
 
 
-def scan_split(root: Path, split: str) -> Split:
-    """List `root/split/<wnid>/*.JPEG` with their clean labels, checking the ten class folders."""
-    split_dir = Path(root) / split
+def find_class_folders(split_dir: Path) -> tuple[str, ...]:
+    """The class folder names under `split_dir` (hidden folders ignored), sorted as torchvision's `ImageFolder`."""
+    split_dir = Path(split_dir)
     if not split_dir.is_dir():
         raise MissingDataError(
-            f"{split_dir} does not exist: an Imagenette root must hold train/ and val/ "
-            f"(the official imagenette2-160 layout)."
+            f"{split_dir} does not exist: a data root must hold train/ and val/, each with one folder of images "
+            f"per class (the official imagenette2-160 layout, or any ImageFolder laid out the same way)."
         )
-    found = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
-    if found != sorted(WNIDS):
-        missing = sorted(set(WNIDS) - set(found))
-        extra = sorted(set(found) - set(WNIDS))
+    return tuple(sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")))
+
+
+def scan_split(root: Path, split: str, class_folders: Sequence[str] | None = None) -> Split:
+    """List `root/split/<class folder>/*` images with their labels (the folder's index in `class_folders`).
+
+    `class_folders` defaults to the folders found in `root/split`; given (the training split's classes), the
+    split must hold exactly those folders. Raises `FileNotFoundError`/`ValueError` naming what is missing.
+    """
+    split_dir = Path(root) / split
+    found = find_class_folders(split_dir)
+    expected = tuple(class_folders) if class_folders is not None else found
+    if sorted(found) != sorted(expected) or len(expected) < 2:
+        missing = sorted(set(expected) - set(found))
+        extra = sorted(set(found) - set(expected))
         raise BadDataError(
-            f"{split_dir} must hold exactly the 10 Imagenette class folders; missing {missing}, unexpected "
-            f"{extra}. Check that --data.root points at an unmodified imagenette2-160 folder."
+            f"{split_dir} must hold exactly the {len(expected)} class folders of the training split (at least 2); "
+            f"missing {missing}, unexpected {extra}. Check that --data.root points at an unmodified data set "
+            f"(train/ and val/ with the same class folders)."
         )
+    index = {folder: i for i, folder in enumerate(expected)}
     paths: list[Path] = []
     labels: list[int] = []
-    for wnid in WNIDS:
-        files = sorted(p for p in (split_dir / wnid).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    for folder in expected:
+        files = sorted(p for p in (split_dir / folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise BadDataError(f"{split_dir / wnid} holds no images; the data set is incomplete.")
+            raise BadDataError(f"{split_dir / folder} holds no images; the data set is incomplete.")
         paths += files
-        labels += [WNID_TO_INDEX[wnid]] * len(files)
+        labels += [index[folder]] * len(files)
     return Split(tuple(paths), tuple(labels))
 
 
-def apply_noisy_labels(split: Split, root: Path, level: int) -> Split:
-    """Relabel `split` from the `noisy_labels_{level}` column of `noisy_imagenette.csv` (level 0: unchanged)."""
+def apply_noisy_labels(split: Split, root: Path, level: int, class_folders: Sequence[str] = WNIDS) -> Split:
+    """Relabel `split` from the `noisy_labels_{level}` column of `noisy_imagenette.csv` (level 0: unchanged).
+
+    The CSV names classes by wnid; `class_folders` (the label order of `split`) turns them into indices.
+    """
     if level == 0:
         return split
     if level not in NOISE_LEVELS:
@@ -63,6 +81,7 @@ def apply_noisy_labels(split: Split, root: Path, level: int) -> Split:
     if not csv_path.is_file():
         raise MissingDataError(f"noisy_labels={level} needs {csv_path}, which does not exist.")
     column = f"noisy_labels_{level}"
+    index = {folder: i for i, folder in enumerate(class_folders)}
     with open(csv_path, newline="") as f:
         table = {row["path"]: row[column] for row in csv.DictReader(f)}
     labels = []
@@ -70,7 +89,9 @@ def apply_noisy_labels(split: Split, root: Path, level: int) -> Split:
         rel = path.relative_to(root).as_posix()
         if rel not in table:
             raise BadDataError(f"{rel} is not listed in {csv_path}; the CSV does not match the images.")
-        labels.append(WNID_TO_INDEX[table[rel]])
+        if table[rel] not in index:
+            raise BadDataError(f"{csv_path} labels {rel} as {table[rel]!r}, which is not one of the class folders.")
+        labels.append(index[table[rel]])
     return Split(split.paths, tuple(labels))
 
 

@@ -17,7 +17,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from imagenette_drift.card import CHECKPOINT_KEY, ModelCard
-from imagenette_drift.classes import CLASS_NAMES, WNIDS
+from imagenette_drift.classes import IMAGENETTE_CLASSES
 from imagenette_drift.io import write_text_atomic
 from imagenette_drift.models.mixing import BatchMixer
 from imagenette_drift.models.net import ImagenetteNet
@@ -64,10 +64,12 @@ class ImagenetteClassifier(pl.LightningModule):
         cutmix_alpha: float = 0.0,
         mix_prob: float = 1.0,
         timm_kwargs: dict[str, Any] | None = None,
+        class_names: list[str] | None = None,
+        wnids: list[str] | None = None,
     ) -> None:
         """Args:
         model_name: any `timm.list_models()` name.
-        num_classes: number of output classes (linked from the data module).
+        num_classes: number of output classes, at least 2 (linked from the data module).
         pretrained: start from timm's ImageNet weights (needs network or a warm HF cache).
         image_size: evaluation resolution, recorded in the checkpoint (linked from the data module).
         optimizer: optimizer factory taking parameter groups; its `lr` is the peak learning rate.
@@ -83,13 +85,21 @@ class ImagenetteClassifier(pl.LightningModule):
             picks one at random.
         mix_prob: probability that a training batch is mixed at all.
         timm_kwargs: extra keyword arguments for `timm.create_model` (e.g. drop_rate, zero_init_last).
+        class_names: human-readable class names by label index, written into the model card (linked from the
+            data module's class folders); None means Imagenette's, which needs num_classes=10.
+        wnids: class folder names (WordNet ids for Imagenette) by label index, for the model card (linked from
+            the data module); None means Imagenette's with class_names None, else the class names.
+
+        Raises:
+            ValueError: num_classes < 2, or class names/wnids whose number is not num_classes.
         """
         super().__init__()
         if not 0.0 <= warmup_fraction < 1.0:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}.")
-        if num_classes != len(CLASS_NAMES):
-            raise ValueError(f"num_classes must be {len(CLASS_NAMES)} for Imagenette, got {num_classes}.")
-        self.save_hyperparameters(ignore=["optimizer"])
+        self.class_names, self.wnids = _class_table(num_classes, class_names, wnids)
+        self.save_hyperparameters(ignore=["optimizer", "class_names", "wnids"])
+        # As plain lists, so that a weights-only load of the checkpoint reads them back.
+        self.hparams.class_names, self.hparams.wnids = list(self.class_names), list(self.wnids)
         self.net = ImagenetteNet(
             model_name, num_classes, pretrained=pretrained, channels_last=channels_last, **(timm_kwargs or {})
         )
@@ -114,8 +124,8 @@ class ImagenetteClassifier(pl.LightningModule):
             metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if v.numel() == 1}
         return ModelCard(
             model_name=self.hparams.model_name,
-            class_names=CLASS_NAMES,
-            wnids=WNIDS,
+            class_names=self.class_names,
+            wnids=self.wnids,
             image_size=self.hparams.image_size,
             mean=self.net.mean_values,
             std=self.net.std_values,
@@ -189,7 +199,7 @@ class ImagenetteClassifier(pl.LightningModule):
     def _log_confusion_matrix(self, matrix: torch.Tensor, stage: str, out_dir: Path) -> None:
         from imagenette_drift.plots import plot_confusion_matrix
 
-        path = plot_confusion_matrix(matrix, CLASS_NAMES, out_dir / f"{stage}_confusion_matrix.png")
+        path = plot_confusion_matrix(matrix, self.class_names, out_dir / f"{stage}_confusion_matrix.png")
         for logger in self.loggers:
             if hasattr(logger, "log_image"):
                 logger.log_image(key=f"{stage}/confusion_matrix", images=[str(path)], step=self.global_step)
@@ -227,6 +237,28 @@ class ImagenetteClassifier(pl.LightningModule):
                 is_norm = isinstance(module, nn.modules.batchnorm._NormBase | nn.GroupNorm | nn.LayerNorm)
                 (no_decay if is_norm or name == "bias" else decay).append(param)
         return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _class_table(
+    num_classes: int, class_names: list[str] | None, wnids: list[str] | None
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """`(class_names, wnids)` as tuples of `num_classes` strings, defaulting to Imagenette's table."""
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes}.")
+    if class_names is None:
+        if num_classes != len(IMAGENETTE_CLASSES) or wnids is not None:
+            raise ValueError(
+                f"class_names must name the {num_classes} classes (without them the model takes Imagenette's "
+                f"{len(IMAGENETTE_CLASSES)}); `imagenette fit` links them from the data's class folders."
+            )
+        return tuple(name for _, name in IMAGENETTE_CLASSES), tuple(wnid for wnid, _ in IMAGENETTE_CLASSES)
+    names = tuple(str(name) for name in class_names)
+    folders = tuple(str(w) for w in wnids) if wnids is not None else names
+    if len(names) != num_classes or len(folders) != num_classes:
+        raise ValueError(
+            f"num_classes={num_classes} but got {len(names)} class_names and {len(folders)} wnids; they must match."
+        )
+    return names, folders
 
 
 def lr_factor(schedule: str, warmup: int, total: int, warmup_start: float = 0.04) -> Callable[[int], float]:

@@ -11,7 +11,6 @@ import logging
 import multiprocessing as mp
 import os
 import threading
-import time
 from typing import Any
 
 import numpy as np
@@ -21,6 +20,9 @@ from imagenette_drift.drift.online import OnlineDriftMonitor
 from imagenette_drift.serve.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
+
+DEFAULT_WAIT_S = 1.0  # how long `/drift` waits for images already answered to reach the monitor
+MAX_WAIT_S = 30.0  # the most `/drift?wait_s=` may ask for
 
 
 class EventChannel:
@@ -61,6 +63,7 @@ class DriftHub:
         self.channel = channel
         self.metrics = metrics
         self._lock = threading.Lock()
+        self._consumed_more = threading.Condition(self._lock)  # notified by the consumer after each batch
         self._monitor: OnlineDriftMonitor | None = None
         self._consumed = 0
         self._pid: int | None = None
@@ -82,7 +85,10 @@ class DriftHub:
 
     def _consume(self) -> None:
         while True:
-            features = self.channel.queue.get()
+            try:
+                features = self.channel.queue.get()
+            except (EOFError, OSError):  # the queue closed: this process is shutting down
+                return
             self.metrics.observe_batch(len(features))
             with self._lock:
                 if self._monitor is not None:
@@ -91,13 +97,25 @@ class DriftHub:
                     except Exception:  # a monitor bug must not stop serving; it shows in the logs
                         log.exception("Online drift monitor update failed")
                 self._consumed += len(features)
+                self._consumed_more.notify_all()
 
-    def status(self, wait_s: float = 2.0) -> dict[str, Any]:
-        """The `/drift` JSON, after waiting (briefly) for events already published to be consumed."""
+    def wait_consumed(self, timeout: float) -> bool:
+        """Block until every image published so far (every answered `/predict`) has reached the monitor, or
+        `timeout` seconds pass; True when it has. Returns at once when nothing is in flight (the usual case).
+
+        A condition variable wakes the caller when the consumer thread catches up: no polling. Images published
+        after the call do not extend the wait, so it is bounded by the consumer's lag even under load.
+        """
         self.ensure_started()
-        deadline = time.monotonic() + wait_s
-        while self._consumed < self.channel.sent.value and time.monotonic() < deadline:
-            time.sleep(0.005)
+        target = self.channel.sent.value
+        with self._consumed_more:
+            return self._consumed_more.wait_for(lambda: self._consumed >= target, timeout=max(0.0, timeout))
+
+    def status(self, wait_s: float = DEFAULT_WAIT_S) -> dict[str, Any]:
+        """The `/drift` JSON. It first waits, up to `wait_s` seconds (at most `MAX_WAIT_S`), for the images of
+        requests already answered to reach the monitor, so a client reads its own predictions in the counts;
+        `GET /drift?wait_s=30` waits longer on a loaded machine, `?wait_s=0` not at all."""
+        self.wait_consumed(min(wait_s, MAX_WAIT_S))
         with self._lock:
             if self._monitor is None:
                 return {
