@@ -35,7 +35,7 @@ class FitClock(pl.Callback):
 
     `created`: when the CLI built the callbacks (imports and config parsing done); `train_start`: the first
     training batch is next (model on the device, images decoded); `train_end`: the last optimizer step
-    done (the final validation and drift reference included); `fit_end`: checkpoints written.
+    done, with the final validation, drift reference and checkpoints; `fit_end`: the fit loop torn down.
     """
 
     def __init__(self, output: str = "fit_clock.json") -> None:
@@ -128,8 +128,8 @@ def fit_and_test(
         row["fit_phases_s"] = {
             "start_to_callbacks_built": round(times["created"] - started, 2),
             "to_first_batch": round(times["train_start"] - times["created"], 2),
-            "training_and_final_validation": round(times["train_end"] - times["train_start"], 2),
-            "checkpoint_and_teardown": round(times["fit_end"] - times["train_end"], 2),
+            "training_validation_checkpoints": round(times["train_end"] - times["train_start"], 2),
+            "to_fit_end": round(times["fit_end"] - times["train_end"], 2),
             "after_fit_end_to_exit": round(started + wall - times["fit_end"], 2),
         }
     for metrics in run_dir.rglob("val_metrics.json"):
