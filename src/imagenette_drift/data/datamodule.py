@@ -18,6 +18,7 @@ from imagenette_drift.classes import IMAGENETTE_CLASSES, class_table
 from imagenette_drift.corruptions import CorruptionTransform
 from imagenette_drift.data.cache import CachedImageDataset, DecodedImageStore
 from imagenette_drift.data.dataset import ImageFileDataset, verify_images
+from imagenette_drift.data.device import DeviceBatches, DeviceImages
 from imagenette_drift.data.download import (
     IMAGENETTE_160_MD5,
     IMAGENETTE_160_URL,
@@ -87,6 +88,7 @@ class ImagenetteDataModule(pl.LightningDataModule):
         noisy_labels: Literal[0, 1, 5, 25, 50] = 0,
         predict_dir: str | None = None,
         cache_dir: str | None = None,
+        device_data: bool = False,
         corruption: str | None = None,
         severity: int = 3,
         verify: bool = True,
@@ -114,6 +116,12 @@ class ImagenetteDataModule(pl.LightningDataModule):
         predict_dir: any folder of images to predict on; default: the test split.
         cache_dir: decode every image once into a memory-mapped uint8 file here (about 1.5 GB for
             Imagenette-160) and read that in later epochs and runs; None decodes JPEGs on the fly.
+        device_data: for `fit` and `validate`, decode the train folder once (from `cache_dir` if set, else
+            with one thread per CPU core) into one uint8 tensor on the training device, and cut the batches
+            there: random-resized crops and flips for training, the eval crop for validation, antialiased
+            bilinear like the CPU transforms (`imagenette_drift.data.device`). No loader workers; with
+            `train_size_schedule` the crops are cut at each epoch's size directly. Test and predict keep the
+            CPU loaders. For accelerators: on a CPU it works but gains nothing.
         corruption: an ImageNet-C corruption applied to the test and predict images after the eval
             transform (drift experiments; needs the `corruptions` extra), e.g. jpeg_compression.
         severity: corruption severity, 1 (mild) to 5 (severe).
@@ -150,6 +158,8 @@ class ImagenetteDataModule(pl.LightningDataModule):
         self.noisy_labels = noisy_labels
         self.predict_dir = Path(predict_dir) if predict_dir else None
         self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.device_data = device_data
+        self._device_images: DeviceImages | None = None
         self.corruption = CorruptionTransform(corruption, severity) if corruption else None
         self._stores: dict[str, tuple[DecodedImageStore, tuple[Path, ...]]] = {}
         self.verify = verify
@@ -231,6 +241,51 @@ class ImagenetteDataModule(pl.LightningDataModule):
             for name in needed.get(stage or "fit", tuple(self.splits)):
                 verify_images(self.splits[name].paths)
 
+    def _on_device(self) -> tuple[DeviceImages, dict[Path, int]]:
+        """The train folder decoded on the training device (built on first use), and each path's position."""
+        paths = scan_split(self.root, "train").paths
+        if self._device_images is None:
+            device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+            if self.cache_dir is not None:
+                store, _ = self._store("train")
+                self._device_images = DeviceImages.from_store(store, device)
+            else:
+                self._device_images = DeviceImages.decode(paths, device, self.image_size)
+        return self._device_images, {p: i for i, p in enumerate(paths)}
+
+    def _current_train_size(self) -> int:
+        trainer = self.trainer
+        if trainer is None:
+            return self.train_size(0, 1)
+        return self.train_size(trainer.current_epoch, trainer.max_epochs or 1)
+
+    def _eval_size(self) -> int:
+        return self.image_size
+
+    def _device_batches(self, split: Literal["train", "val"]) -> DeviceBatches:
+        images, position = self._on_device()
+        data = self.splits[split]
+        missing = [p for p in data.paths if p not in position]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} image(s) of the {split} split are not in {self.root / 'train'}."
+            )
+        trainer = self.trainer
+        train = split == "train"
+        return DeviceBatches(
+            images,
+            [position[p] for p in data.paths],
+            data.labels,
+            self.batch_size if train else self.eval_batch_size,
+            self._current_train_size if train else self._eval_size,
+            train=train,
+            min_scale=self.min_scale,
+            hflip=self.hflip,
+            seed=torch.initial_seed() % 2**31,
+            rank=trainer.global_rank if trainer is not None else 0,
+            world_size=trainer.world_size if trainer is not None else 1,
+        )
+
     def _loader(self, dataset: ImageFileDataset, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(
             dataset,
@@ -280,12 +335,16 @@ class ImagenetteDataModule(pl.LightningDataModule):
             images = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         return images, labels
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | DeviceBatches:
+        if self.device_data:
+            return self._device_batches("train")
         return self._loader(self.dataset("train"), self.batch_size, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | DeviceBatches:
         if not self.splits["val"]:
             return []  # val_fraction=0: training on all of train, no validation loop
+        if self.device_data:
+            return self._device_batches("val")
         return self._loader(self.dataset("val"), self.eval_batch_size, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
