@@ -11,13 +11,17 @@ import mimetypes
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from backend import BackendError, DriftState, Prediction
+from pydantic import ValidationError
+
+from imagenette_drift.contract import PredictionAnswer
 
 log = logging.getLogger("imagenette_app")
 
+_Answer = TypeVar("_Answer", PredictionAnswer, DriftState)
 RETRY_STATUSES = frozenset({502, 503, 504})  # a proxy or an instance that is still starting
 
 
@@ -31,6 +35,19 @@ def _detail(response: requests.Response) -> str:
     if isinstance(body, dict) and "detail" in body:
         return str(body["detail"])
     return str(body)[:200]
+
+
+def _parse(model: type[_Answer], body: Any, route: str) -> _Answer:
+    """Validate a 2xx JSON body against the contract; a malformed one is a `BackendError` naming the problem."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as e:
+        fields = ", ".join(f"'{'.'.join(map(str, err['loc'])) or 'body'}'" for err in e.errors())
+        raise BackendError(
+            "Unexpected answer from the model API",
+            f"{route} returned {str(body)[:200]!r} (missing or bad {fields}). "
+            "Is API_URL pointing at an imagenette-drift server?",
+        ) from e
 
 
 class ApiClient:
@@ -74,25 +91,18 @@ class ApiClient:
         start = time.perf_counter()
         body = self._request("POST", "/predict", files={"file": (path.name, data, content_type)})
         round_trip_ms = (time.perf_counter() - start) * 1000.0
-        try:
-            top_k = tuple((str(c["label"]), float(c["probability"])) for c in body["top_k"])
-            return Prediction(
-                label=str(body["label"]),
-                confidence=float(body["confidence"]),
-                top_k=top_k,
-                round_trip_ms=round_trip_ms,
-                model_ms=None if body.get("latency_ms") is None else float(body["latency_ms"]),
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise BackendError(
-                "Unexpected answer from the model API",
-                f"/predict returned {str(body)[:200]!r} (missing or bad {e}). "
-                "Is API_URL pointing at an imagenette-drift server?",
-            ) from e
+        answer = _parse(PredictionAnswer, body, "/predict")
+        # The server reports no model time: the app shows the round trip alone (model_ms stays None).
+        return Prediction(
+            label=answer.label,
+            confidence=answer.confidence,
+            top_k=tuple((c.label, c.probability) for c in answer.top_k),
+            round_trip_ms=round_trip_ms,
+        )
 
     def drift(self) -> DriftState:
         """The server's online drift monitor state (``GET /drift``)."""
-        return DriftState.from_dict(self._request("GET", "/drift"))
+        return _parse(DriftState, self._request("GET", "/drift"), "/drift")
 
     def _request(self, method: str, route: str, **kwargs: Any) -> Any:
         """One call with retries; returns the decoded JSON body of a 2xx answer.

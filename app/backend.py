@@ -1,13 +1,17 @@
 """What the app shows, whoever computes it: a prediction, the drift monitor's state, and friendly errors.
 
-Plain Python only (no torch, no requests), so the REST client and the in-process model share these types.
+Plain Python and the REST contract (pydantic; no torch, no requests), so the REST client and the in-process
+model share these types. On a Space, `imagenette_drift/contract.py` is shipped beside the app
+(`scripts/stage_space.py`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
+
+from imagenette_drift.contract import DriftStatus
 
 
 class BackendError(RuntimeError):
@@ -38,53 +42,7 @@ class Prediction:
     model_ms: float | None = None
 
 
-@dataclass(frozen=True)
-class DriftState:
-    """The server's online drift monitor, as `GET /drift` reports it.
-
-    Attributes:
-        enabled: False when the checkpoint carries no online reference (see `reason`).
-        images_seen: Images the monitor has seen since the server started.
-        window_size: Images per sliding window (None when disabled).
-        window_filled: Whether a full window exists yet; before that there is no statistic.
-        statistic: MMD^2 of the latest window against the training reference.
-        threshold: The calibrated threshold it was compared with.
-        drifting: Whether the latest window is over its threshold.
-        drifting_since: Image index where the current drifting run began.
-        reason: Why monitoring is disabled.
-    """
-
-    enabled: bool
-    images_seen: int
-    window_size: int | None
-    window_filled: bool
-    statistic: float | None
-    threshold: float | None
-    drifting: bool
-    drifting_since: int | None
-    reason: str | None = None
-
-    @classmethod
-    def from_dict(cls, data: Any) -> DriftState:
-        """Parse a `GET /drift` body; a malformed one raises `BackendError` naming what is missing."""
-        required = ("enabled", "images_seen", "window_filled", "drifting")
-        if not isinstance(data, dict) or any(key not in data for key in required):
-            raise BackendError(
-                "Unexpected drift status",
-                f"expected a JSON object with {', '.join(required)}, got {str(data)[:200]!r}. "
-                "Is API_URL pointing at an imagenette-drift server?",
-            )
-        return cls(
-            enabled=bool(data["enabled"]),
-            images_seen=int(data["images_seen"]),
-            window_size=data.get("window_size"),
-            window_filled=bool(data["window_filled"]),
-            statistic=data.get("statistic"),
-            threshold=data.get("threshold"),
-            drifting=bool(data["drifting"]),
-            drifting_since=data.get("drifting_since"),
-            reason=data.get("reason"),
-        )
+DriftState = DriftStatus  # the `GET /drift` answer, as the server's contract defines it
 
 
 class Backend(Protocol):

@@ -14,10 +14,9 @@ import torch
 from backend import BackendError, DriftState, Prediction
 
 from imagenette_drift.checkpoint import load_for_inference
-from imagenette_drift.data import read_image
+from imagenette_drift.contract import PredictionAnswer
+from imagenette_drift.data.images import read_image
 from imagenette_drift.drift.reference import DriftReference
-
-TOP_K = 5
 
 
 class LocalModel:
@@ -59,42 +58,23 @@ class LocalModel:
             if self._monitor is not None:
                 self._monitor.update(features.float())
             self._images_seen += 1
-        top = probs[0].topk(min(TOP_K, probs.shape[1]))
-        names = self.model.card.class_names
-        top_k = tuple(
-            (names[i], float(p)) for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
-        )
+        card = self.model.card
+        answer = PredictionAnswer.from_probs(probs[0].tolist(), card.class_names, card.wnids)
         return Prediction(
-            label=top_k[0][0],
-            confidence=top_k[0][1],
-            top_k=top_k,
+            label=answer.label,
+            confidence=answer.confidence,
+            top_k=tuple((c.label, c.probability) for c in answer.top_k),
             round_trip_ms=(time.perf_counter() - start) * 1000.0,
             model_ms=model_ms,
         )
 
     def drift(self) -> DriftState:
-        """The monitor's state in the shape `GET /drift` answers."""
+        """The monitor's state, as `GET /drift` answers it."""
         with self._lock:
             if self._monitor is None:
-                return DriftState(
-                    enabled=False,
-                    images_seen=self._images_seen,
-                    window_size=None,
-                    window_filled=False,
-                    statistic=None,
-                    threshold=None,
-                    drifting=False,
-                    drifting_since=None,
-                    reason="the checkpoint carries no online drift reference",
+                return DriftState.disabled(
+                    "the checkpoint carries no online drift reference", images_seen=self._images_seen
                 )
-            status = self._monitor.status
             return DriftState(
-                enabled=True,
-                images_seen=status.n_seen,
-                window_size=self._monitor.window_size,
-                window_filled=status.window_filled,
-                statistic=status.statistic,
-                threshold=status.threshold,
-                drifting=status.drifting,
-                drifting_since=status.drifting_since,
+                enabled=True, window_size=self._monitor.window_size, **self._monitor.status.to_dict()
             )

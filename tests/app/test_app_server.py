@@ -34,7 +34,9 @@ def test_the_app_shows_the_servers_own_answer_and_drift_status(
     label, latency, badge, message = Client(app_url, verbose=False).predict(
         handle_file(str(image)), api_name="/classify"
     )
-    assert badge == drift_badge(DriftState.from_dict(requests.get(f"{api_url}/drift", timeout=10).json()))
+    assert badge == drift_badge(
+        DriftState.model_validate(requests.get(f"{api_url}/drift", timeout=10).json())
+    )
     expected = server_answer(api_url, image)
     assert label["label"] == expected["label"]
     shown = [(c["label"], c["confidence"]) for c in label["confidences"]]
@@ -44,9 +46,9 @@ def test_the_app_shows_the_servers_own_answer_and_drift_status(
 
 
 def test_simulating_drift_sends_a_window_of_corrupted_images(app_url: str, api_url: str) -> None:
-    before = DriftState.from_dict(requests.get(f"{api_url}/drift", timeout=10).json())
+    before = DriftState.model_validate(requests.get(f"{api_url}/drift", timeout=10).json())
     badge, message = Client(app_url, verbose=False).predict(api_name="/simulate_drift")
-    state = DriftState.from_dict(requests.get(f"{api_url}/drift", params={"wait_s": 30}, timeout=40).json())
+    state = DriftState.model_validate(requests.get(f"{api_url}/drift", params={"wait_s": 30}, timeout=40).json())
     assert message == f"Sent {before.window_size} corrupted example images, a full drift window."
     assert state.images_seen == before.images_seen + before.window_size
     assert state.window_filled and badge == drift_badge(state)

@@ -52,7 +52,7 @@ def test_upload_submit_and_read_the_label_and_drift_badge(
     page.goto(app_url)
     badge = page.locator("#drift-badge .badge")
     sync_api.expect(badge).not_to_have_attribute("data-state", "unknown")  # the page's load event fetched it
-    seen_before = DriftState.from_dict(requests.get(f"{api_url}/drift", timeout=10).json()).images_seen
+    seen_before = DriftState.model_validate(requests.get(f"{api_url}/drift", timeout=10).json()).images_seen
 
     page.locator("#input-image input[type=file]").set_input_files(str(IMAGE))
     sync_api.expect(page.locator("#input-image img")).to_be_visible()
@@ -63,7 +63,7 @@ def test_upload_submit_and_read_the_label_and_drift_badge(
     sync_api.expect(badge).not_to_have_text(badge_before)  # its image count moved on
     page.screenshot(path=tmp_path / "app.png", full_page=True)
 
-    state = DriftState.from_dict(requests.get(f"{api_url}/drift", params={"wait_s": 30}, timeout=40).json())
+    state = DriftState.model_validate(requests.get(f"{api_url}/drift", params={"wait_s": 30}, timeout=40).json())
     assert state.images_seen == seen_before + 1
     assert badge.get_attribute("data-state") == drift_state_name(state)
     with open(IMAGE, "rb") as f:

@@ -23,12 +23,21 @@ FILLED = dict(enabled=True, images_seen=250, window_size=200, window_filled=True
             "<small>statistic 0.0123 &gt; threshold 0.0045; 250 images seen</small></div>",
         ),
         (
-            DriftState(True, 12, 200, False, None, None, False, None),
+            DriftState(
+                enabled=True,
+                images_seen=12,
+                window_size=200,
+                window_filled=False,
+                statistic=None,
+                threshold=None,
+                drifting=False,
+                drifting_since=None,
+            ),
             '<div class="badge warming_up" data-state="warming_up">Drift: collecting images'
             "<small>12 of 200 images needed for the first window</small></div>",
         ),
         (
-            DriftState(False, 3, None, False, None, None, False, None, reason="no <reference> in checkpoint"),
+            DriftState.disabled("no <reference> in checkpoint", images_seen=3),
             '<div class="badge off" data-state="off">Drift monitoring off'
             "<small>no &lt;reference&gt; in checkpoint</small></div>",
         ),

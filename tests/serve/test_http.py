@@ -13,22 +13,14 @@ import requests
 import torch
 
 from imagenette_drift.checkpoint import file_sha256, read_checkpoint
+from imagenette_drift.contract import DriftStatus, ModelInfo, PredictionAnswer
 from imagenette_drift.models import ImagenetteClassifier
 from imagenette_drift.serve.decode import decode_image
 from tests.serve.images import png_claiming_size, variants
 
 pytestmark = pytest.mark.slow  # a real server on the session's trained checkpoint
 
-DRIFT_KEYS = {
-    "enabled",
-    "images_seen",
-    "window_size",
-    "window_filled",
-    "statistic",
-    "threshold",
-    "drifting",
-    "drifting_since",
-}
+DRIFT_KEYS = set(DriftStatus.model_fields)
 
 
 def predict_file(url: str, data: bytes, name: str = "image.jpg") -> requests.Response:
@@ -62,6 +54,29 @@ def test_health_and_info(server, trained_checkpoint: Path) -> None:
     assert info["input_size"] == card["image_size"]
     assert info["checkpoint"]["sha256"] == file_sha256(trained_checkpoint)
     assert info["metrics"]["val/acc"] == pytest.approx(card["metrics"]["val/acc"])
+
+
+def test_the_answers_are_the_contract_published_at_docs(server, val_images) -> None:
+    schema = requests.get(f"{server.url}/openapi.json", timeout=10).json()
+    published = {
+        ("/predict", "post"): PredictionAnswer,
+        ("/drift", "get"): DriftStatus,
+        ("/info", "get"): ModelInfo,
+    }
+    for (path, method), model in published.items():
+        content = schema["paths"][path][method]["responses"]["200"]["content"]["application/json"]
+        assert content["schema"]["$ref"] == f"#/components/schemas/{model.__name__}"
+        assert set(schema["components"]["schemas"][model.__name__]["properties"]) == set(model.model_fields)
+    answers = {
+        PredictionAnswer: predict_file(server.url, val_images[0].read_bytes()).json(),
+        DriftStatus: requests.get(f"{server.url}/drift", timeout=10).json(),
+        ModelInfo: requests.get(f"{server.url}/info", timeout=10).json(),
+    }
+    for model, answer in answers.items():
+        assert set(answer) == set(model.model_fields)
+        assert model.model_validate(answer).model_dump(mode="json") == answer
+    docs = requests.get(f"{server.url}/docs", timeout=10)
+    assert docs.status_code == 200 and "openapi.json" in docs.text
 
 
 def test_predictions_equal_the_lightning_modules(

@@ -180,7 +180,7 @@ class OnlineDriftMonitor:
         """Snapshot of the monitor after the latest update."""
         filled = self._n_in_window == self.window_size
         return OnlineDriftStatus(
-            n_seen=self._n_seen,
+            images_seen=self._n_seen,
             window_filled=filled,
             statistic=self._statistic,
             threshold=self._threshold_list[min(self._n_full_windows - 1, self.window_size - 1)]

@@ -32,10 +32,10 @@ class DriftResult:
 
 @dataclass(frozen=True)
 class OnlineDriftStatus:
-    """Snapshot of an `OnlineDriftMonitor` after an update.
+    """Snapshot of an `OnlineDriftMonitor` after an update; its fields are those of the `/drift` answer.
 
     Attributes:
-        n_seen: Images seen since construction or the last ``reset()``.
+        images_seen: Images seen since construction or the last ``reset()``.
         window_filled: Whether the sliding window holds ``window_size`` images (only then is there a statistic).
         statistic: Unbiased MMD^2 between the window and the reference, ``None`` until the window is filled.
         threshold: Threshold the statistic was compared against, ``None`` until the window is filled.
@@ -43,13 +43,18 @@ class OnlineDriftStatus:
         drifting_since: 1-based image index at which the current run of over-threshold windows began.
     """
 
-    n_seen: int
+    images_seen: int
     window_filled: bool
     statistic: float | None
     threshold: float | None
     drifting: bool
     drifting_since: int | None
 
+    @property
+    def n_seen(self) -> int:
+        """Alias of `images_seen` (its name before the `/drift` contract)."""
+        return self.images_seen
+
     def to_dict(self) -> dict[str, int | float | bool | None]:
-        """Return the fields as a JSON-serialisable dict (for logging or an HTTP response)."""
+        """The fields as a JSON-serialisable dict, keyed as in the `/drift` answer (`contract.DriftStatus`)."""
         return asdict(self)

@@ -1,6 +1,6 @@
 """The LitAPI: load the checkpoint in `setup`, validate each request in `decode_request`, batch-predict."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: LitServe reads `encode_response`'s return annotation as an object.
 
 import dataclasses
 from pathlib import Path
@@ -13,12 +13,11 @@ from fastapi.responses import JSONResponse
 
 from imagenette_drift.card import ModelCard
 from imagenette_drift.checkpoint import load_for_inference
+from imagenette_drift.contract import TOP_K, PredictionAnswer
 from imagenette_drift.serve.batching import GreedyBatchedLoop
 from imagenette_drift.serve.decode import RequestError, RequestRejected, decode_image, request_bytes
 from imagenette_drift.serve.monitor import EventChannel
 from imagenette_drift.serve.runtime import Runtime, RuntimeName, create_runtime
-
-TOP_K = 5
 
 
 class ImagenetteAPI(ls.LitAPI):
@@ -104,23 +103,14 @@ class ImagenetteAPI(ls.LitAPI):
                 outputs[i] = probs[row]
         return outputs
 
-    def encode_response(
-        self, output: np.ndarray | RequestError
-    ):  # unannotated: LitServe reads it as the route's
+    def encode_response(self, output: np.ndarray | RequestError) -> PredictionAnswer:
+        # LitServe makes this return annotation the route's response model (published at /docs); an error
+        # is a response of its own, which FastAPI passes through as it is.
         if isinstance(output, RequestError):
             return JSONResponse({"detail": output.detail}, status_code=output.status_code)
         return prediction_json(output, self.card)
 
 
 def prediction_json(probs: np.ndarray, card: ModelCard, k: int = TOP_K) -> dict[str, Any]:
-    """`{"label", "wnid", "confidence", "top_k": [{"label", "wnid", "probability"}, ...]}` for one image."""
-    order = np.argsort(-probs, kind="stable")[: min(k, len(probs))]
-    top = [
-        {"label": card.class_names[i], "wnid": card.wnids[i], "probability": float(probs[i])} for i in order
-    ]
-    return {
-        "label": top[0]["label"],
-        "wnid": top[0]["wnid"],
-        "confidence": top[0]["probability"],
-        "top_k": top,
-    }
+    """The `/predict` answer (`PredictionAnswer`) for one image's probabilities (C,), as plain JSON data."""
+    return PredictionAnswer.from_probs(probs.tolist(), card.class_names, card.wnids, k).model_dump()

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import litserve as ls
+from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 
 from imagenette_drift.card import ModelCard
+from imagenette_drift.contract import CheckpointInfo, DriftStatus, ModelInfo, ServingInfo
 from imagenette_drift.serve.api import ImagenetteAPI
 from imagenette_drift.serve.metrics import ServerMetrics
 from imagenette_drift.serve.middleware import MetricsMiddleware, PredictGuard
@@ -39,7 +43,20 @@ class ServeConfig:
 
 
 class ImagenetteServer(ls.LitServer):
-    """LitServer that starts answering HTTP while the model loads, so `/health` says 503 instead of refusing."""
+    """LitServer that starts answering HTTP while the model loads, so `/health` says 503 instead of refusing.
+
+    Its `hub` (the drift monitor's consumer thread) starts with each API-server process, in its lifespan.
+    """
+
+    def __init__(self, *args: Any, hub: DriftHub, **kwargs: Any) -> None:
+        self.hub = hub
+        super().__init__(*args, **kwargs)
+
+    @asynccontextmanager
+    async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        self.hub.ensure_started()  # in the API-server process, which the workers' events reach
+        async with super().lifespan(app):
+            yield
 
     def verify_worker_status(self) -> None:
         # LitServe blocks here until a worker is ready; its /health already reports 503 until all are, and its
@@ -71,41 +88,47 @@ def build_server(config: ServeConfig, card: ModelCard, sha256: str) -> Imagenett
         info_path="/litserve/info",
         middlewares=[
             (PredictGuard, {"path": "/predict", "max_bytes": config.max_bytes}),
-            (MetricsMiddleware, {"metrics": metrics, "hub": hub, "routes": ROUTES}),
+            (MetricsMiddleware, {"metrics": metrics, "routes": ROUTES}),
         ],
+        hub=hub,
     )
     info = model_info(config, card, sha256)
-    server.app.add_api_route("/info", lambda: info, methods=["GET"])
-    server.app.add_api_route("/drift", hub.status, methods=["GET"])
+
+    def get_info() -> ModelInfo:
+        return info
+
+    server.app.add_api_route("/info", get_info, methods=["GET"], response_model=ModelInfo)
+    server.app.add_api_route("/drift", hub.status, methods=["GET"], response_model=DriftStatus)
     server.app.add_api_route(
         "/metrics",
-        lambda: PlainTextResponse(metrics.render(hub.status()), media_type=PROMETHEUS_TYPE),
+        lambda: PlainTextResponse(metrics.render(hub.status().model_dump()), media_type=PROMETHEUS_TYPE),
         methods=["GET"],
+        response_class=PlainTextResponse,
     )
     return server
 
 
-def model_info(config: ServeConfig, card: ModelCard, sha256: str) -> dict[str, Any]:
-    """The `/info` JSON: what model this is, where it came from, and how it was trained and is served."""
-    return {
-        "model_name": card.model_name,
-        "class_names": list(card.class_names),
-        "wnids": list(card.wnids),
-        "num_classes": card.num_classes,
-        "input_size": card.image_size,
-        "mean": list(card.mean),
-        "std": list(card.std),
-        "checkpoint": {"source": config.source, "sha256": sha256},
-        "metrics": {key: float(value) for key, value in card.metrics.items()},
-        "drift_reference": card.drift is not None,
-        "serving": {
-            "runtime": config.runtime,
-            "tta_flip": card.tta_flip and config.tta,
-            "workers": config.workers,
-            "threads_per_worker": config.threads,
-            "max_batch_size": config.max_batch_size,
-            "batch_timeout": config.batch_timeout,
-            "max_bytes": config.max_bytes,
-            "max_pixels": config.max_pixels,
-        },
-    }
+def model_info(config: ServeConfig, card: ModelCard, sha256: str) -> ModelInfo:
+    """The `/info` answer: what model this is, where it came from, and how it was trained and is served."""
+    return ModelInfo(
+        model_name=card.model_name,
+        class_names=list(card.class_names),
+        wnids=list(card.wnids),
+        num_classes=card.num_classes,
+        input_size=card.image_size,
+        mean=list(card.mean),
+        std=list(card.std),
+        checkpoint=CheckpointInfo(source=config.source, sha256=sha256),
+        metrics={key: float(value) for key, value in card.metrics.items()},
+        drift_reference=card.drift is not None,
+        serving=ServingInfo(
+            runtime=config.runtime,
+            tta_flip=card.tta_flip and config.tta,
+            workers=config.workers,
+            threads_per_worker=config.threads,
+            max_batch_size=config.max_batch_size,
+            batch_timeout=config.batch_timeout,
+            max_bytes=config.max_bytes,
+            max_pixels=config.max_pixels,
+        ),
+    )

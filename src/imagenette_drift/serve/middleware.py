@@ -13,7 +13,6 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imagenette_drift.serve.metrics import ServerMetrics
-from imagenette_drift.serve.monitor import DriftHub
 
 ACCEPTED_TYPES = ("application/json", "multipart/form-data")
 CLIENT_CLOSED = 499  # nginx's code for "client closed the connection before the response"
@@ -120,19 +119,17 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 
 class MetricsMiddleware:
-    """Record every HTTP request's route, status and duration; start the drift hub in this process."""
+    """Record every HTTP request's route, status and duration."""
 
-    def __init__(self, app: ASGIApp, metrics: ServerMetrics, hub: DriftHub, routes: tuple[str, ...]) -> None:
+    def __init__(self, app: ASGIApp, metrics: ServerMetrics, routes: tuple[str, ...]) -> None:
         self.app = app
         self.metrics = metrics
-        self.hub = hub
         self.routes = frozenset(routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        self.hub.ensure_started()
         start = time.perf_counter()
         status = CLIENT_CLOSED
 

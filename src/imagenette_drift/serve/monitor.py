@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from imagenette_drift.contract import DriftStatus
 from imagenette_drift.drift.online import OnlineDriftMonitor
 from imagenette_drift.serve.metrics import ServerMetrics
 
@@ -111,32 +112,14 @@ class DriftHub:
         with self._consumed_more:
             return self._consumed_more.wait_for(lambda: self._consumed >= target, timeout=max(0.0, timeout))
 
-    def status(self, wait_s: float = DEFAULT_WAIT_S) -> dict[str, Any]:
-        """The `/drift` JSON. It first waits, up to `wait_s` seconds (at most `MAX_WAIT_S`), for the images of
+    def status(self, wait_s: float = DEFAULT_WAIT_S) -> DriftStatus:
+        """The `/drift` answer. It first waits, up to `wait_s` seconds (at most `MAX_WAIT_S`), for the images of
         requests already answered to reach the monitor, so a client reads its own predictions in the counts;
         `GET /drift?wait_s=30` waits longer on a loaded machine, `?wait_s=0` not at all."""
         self.wait_consumed(min(wait_s, MAX_WAIT_S))
         with self._lock:
             if self._monitor is None:
-                return {
-                    "enabled": False,
-                    "reason": self.reason,
-                    "images_seen": self._consumed,
-                    "window_size": None,
-                    "window_filled": False,
-                    "statistic": None,
-                    "threshold": None,
-                    "drifting": False,
-                    "drifting_since": None,
-                }
-            status = self._monitor.status
-            return {
-                "enabled": True,
-                "images_seen": status.n_seen,
-                "window_size": self._monitor.window_size,
-                "window_filled": status.window_filled,
-                "statistic": status.statistic,
-                "threshold": status.threshold,
-                "drifting": status.drifting,
-                "drifting_since": status.drifting_since,
-            }
+                return DriftStatus.disabled(self.reason, images_seen=self._consumed)
+            return DriftStatus(
+                enabled=True, window_size=self._monitor.window_size, **self._monitor.status.to_dict()
+            )

@@ -1,0 +1,137 @@
+"""The REST contract of `imagenette serve`: the `/predict`, `/drift` and `/info` answers, defined once.
+
+The server publishes these models in its OpenAPI schema (`/docs`, `/openapi.json`); the app's REST client
+parses answers with them and the app's in-process mode builds them, so both sides read the same fields.
+This module imports pydantic only (no torch, no server stack): the Gradio Space ships it beside the app.
+Unknown fields are ignored when parsing, so an older client keeps working when the server adds one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "CheckpointInfo",
+    "ClassProbability",
+    "DriftStatus",
+    "ErrorAnswer",
+    "ModelInfo",
+    "PredictionAnswer",
+    "ServingInfo",
+]
+
+TOP_K = 5
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class ErrorAnswer(_Answer):
+    """Any 4xx/5xx answer: one sentence saying what was wrong and how to fix it."""
+
+    detail: str
+
+
+class ClassProbability(_Answer):
+    """One class and its softmax probability."""
+
+    label: str = Field(description="class name, as in the checkpoint's model card")
+    wnid: str = Field(description="the class's WordNet id (or folder name)")
+    probability: float = Field(ge=0.0, le=1.0)
+
+
+class PredictionAnswer(_Answer):
+    """`POST /predict`: the most likely class and the top-k classes, most likely first."""
+
+    label: str
+    wnid: str
+    confidence: float = Field(ge=0.0, le=1.0, description="softmax probability of `label`")
+    top_k: list[ClassProbability]
+
+    @classmethod
+    def from_probs(
+        cls,
+        probs: Sequence[float],
+        class_names: Sequence[str],
+        wnids: Sequence[str],
+        k: int = TOP_K,
+    ) -> PredictionAnswer:
+        """Build the answer from one image's probabilities (C,), ties broken by class index."""
+        order = sorted(range(len(probs)), key=lambda i: -float(probs[i]))[: min(k, len(probs))]
+        top = [
+            ClassProbability(label=class_names[i], wnid=wnids[i], probability=float(probs[i])) for i in order
+        ]
+        return cls(label=top[0].label, wnid=top[0].wnid, confidence=top[0].probability, top_k=top)
+
+
+class DriftStatus(_Answer):
+    """`GET /drift`: the online drift monitor's latest window (MMD^2 against the training reference)."""
+
+    enabled: bool = Field(description="False when the checkpoint carries no online reference (see `reason`)")
+    images_seen: int = Field(ge=0, description="images fed to the monitor since the server started")
+    window_size: int | None = Field(description="images per sliding window; null when disabled")
+    window_filled: bool = Field(
+        description="whether a full window exists yet (only then is there a statistic)"
+    )
+    statistic: float | None = Field(description="MMD^2 of the latest full window; null until filled")
+    threshold: float | None = Field(
+        description="calibrated alarm threshold of that window; null until filled"
+    )
+    drifting: bool = Field(description="statistic > threshold for the latest window")
+    drifting_since: int | None = Field(description="1-based image index where the current drifting run began")
+    reason: str | None = Field(default=None, description="why monitoring is disabled; null when enabled")
+
+    @classmethod
+    def disabled(cls, reason: str, images_seen: int = 0) -> DriftStatus:
+        """The answer when no monitor runs."""
+        return cls(
+            enabled=False,
+            images_seen=images_seen,
+            window_size=None,
+            window_filled=False,
+            statistic=None,
+            threshold=None,
+            drifting=False,
+            drifting_since=None,
+            reason=reason,
+        )
+
+
+class CheckpointInfo(_Answer):
+    """Where the served checkpoint came from."""
+
+    source: str = Field(description="the path or gs:// URI given to `imagenette serve`")
+    sha256: str
+
+
+class ServingInfo(_Answer):
+    """How the server runs the model (the `imagenette serve` flags in effect)."""
+
+    runtime: Literal["torch", "bf16", "onnx"]
+    tta_flip: bool
+    workers: int
+    threads_per_worker: int
+    max_batch_size: int
+    batch_timeout: float = Field(description="seconds")
+    max_bytes: int
+    max_pixels: int
+
+
+class ModelInfo(_Answer):
+    """`GET /info`: what model this is, where it came from, and how it was trained and is served."""
+
+    model_name: str = Field(description="timm model name")
+    class_names: list[str]
+    wnids: list[str]
+    num_classes: int
+    input_size: int = Field(description="eval image side in pixels")
+    mean: list[float]
+    std: list[float]
+    checkpoint: CheckpointInfo
+    metrics: dict[str, float] = Field(description="the training metrics stored in the model card")
+    drift_reference: bool = Field(description="whether the checkpoint carries a drift reference")
+    serving: ServingInfo
