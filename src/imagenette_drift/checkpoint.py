@@ -8,7 +8,6 @@ strings, lists and dicts, so `torch.load(weights_only=True)` can read it: loadin
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from torch import nn
 from imagenette_drift.card import CHECKPOINT_KEY, ModelCard
 from imagenette_drift.data.images import build_eval_transform
 from imagenette_drift.errors import BadCheckpointError, MissingCheckpointError
+from imagenette_drift.hashing import file_sha256
 from imagenette_drift.models.net import ImagenetteNet
 
 STATE_PREFIX = "net."
@@ -81,15 +81,6 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def _first_line(error: BaseException) -> str:
     """The first non-empty line of an error message (torch's unpickling errors run to 20 lines)."""
     return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_for_inference(

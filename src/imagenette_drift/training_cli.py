@@ -15,9 +15,9 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import WandbLogger
 
 from imagenette_drift.checkpoint import read_checkpoint
-from imagenette_drift.cli import LIGHTNING_COMMANDS
 from imagenette_drift.data import ImagenetteDataModule, list_images
-from imagenette_drift.data.datamodule import ensure_data, resolve_root
+from imagenette_drift.data.datamodule import ensure_data
+from imagenette_drift.data.root import resolve_root
 from imagenette_drift.models import ImagenetteClassifier
 
 
@@ -44,7 +44,7 @@ class ImagenetteCLI(LightningCLI):
         """Parse, then check the data and checkpoint before anything is built or logged."""
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
-        if subcommand in LIGHTNING_COMMANDS:
+        if subcommand in self.subcommands():
             check_inputs(subcommand, self.config[subcommand])
 
 
@@ -86,7 +86,7 @@ def run_lightning_cli(argv: Sequence[str], from_sys_argv: bool = False) -> Light
             seed_everything_default=0,
             save_config_callback=LoggerSaveConfigCallback,
             save_config_kwargs={"overwrite": True},
-            parser_kwargs={**parser_kwargs, **{command: parser_kwargs for command in LIGHTNING_COMMANDS}},
+            parser_kwargs={**parser_kwargs, **dict.fromkeys(ImagenetteCLI.subcommands(), parser_kwargs)},
             auto_configure_optimizers=False,
         )
     except ArgumentError as e:

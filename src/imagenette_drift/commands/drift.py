@@ -12,8 +12,9 @@ from torchvision.transforms import v2
 
 from imagenette_drift.checkpoint import InferenceModel, load_for_inference
 from imagenette_drift.commands._options import AliasedStore, add_checkpoint_option
-from imagenette_drift.data import list_images, read_image
-from imagenette_drift.data.datamodule import resolve_root
+from imagenette_drift.data.images import read_image
+from imagenette_drift.data.layout import list_images
+from imagenette_drift.data.root import resolve_root
 from imagenette_drift.drift.image_stats import image_statistics
 from imagenette_drift.drift.reference import DriftReference
 from imagenette_drift.drift.windows import format_table, run_window_tests, write_report

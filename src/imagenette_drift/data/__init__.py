@@ -1,25 +1,28 @@
-"""Imagenette data: layout checks, download, datasets, transforms and the LightningDataModule."""
+"""Imagenette data: layout checks, download, datasets, transforms and the LightningDataModule.
 
-from imagenette_drift.data.datamodule import ImagenetteDataModule, resolve_root
-from imagenette_drift.data.dataset import UNKNOWN_LABEL, ImageFileDataset, verify_images
-from imagenette_drift.data.download import download_imagenette, safe_extract
-from imagenette_drift.data.images import build_eval_transform, build_train_transform, pil_to_tensor, read_image
-from imagenette_drift.data.layout import Split, list_images, scan_split, stratified_holdout
+Names are re-exported lazily (PEP 562): `from imagenette_drift.data import read_image` loads the image
+decoding module only, never Lightning (which `ImagenetteDataModule` needs).
+"""
 
-__all__ = [
-    "UNKNOWN_LABEL",
-    "ImageFileDataset",
-    "ImagenetteDataModule",
-    "Split",
-    "build_eval_transform",
-    "build_train_transform",
-    "download_imagenette",
-    "list_images",
-    "pil_to_tensor",
-    "read_image",
-    "resolve_root",
-    "safe_extract",
-    "scan_split",
-    "stratified_holdout",
-    "verify_images",
-]
+from __future__ import annotations
+
+from imagenette_drift._lazy import lazy_exports
+
+_EXPORTS = {
+    "ImagenetteDataModule": "datamodule",
+    "resolve_root": "root",
+    "UNKNOWN_LABEL": "dataset",
+    "ImageFileDataset": "dataset",
+    "verify_images": "dataset",
+    "download_imagenette": "download",
+    "safe_extract": "download",
+    "build_eval_transform": "images",
+    "build_train_transform": "images",
+    "pil_to_tensor": "images",
+    "read_image": "images",
+    "Split": "layout",
+    "list_images": "layout",
+    "scan_split": "layout",
+    "stratified_holdout": "layout",
+}
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

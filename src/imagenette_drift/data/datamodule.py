@@ -34,17 +34,8 @@ from imagenette_drift.data.layout import (
     scan_split,
     stratified_holdout,
 )
+from imagenette_drift.data.root import resolve_root
 from imagenette_drift.errors import MissingDataError
-
-DEFAULT_ROOT = Path("data/imagenette2-160")
-ROOT_ENV_VAR = "IMAGENETTE_DATA"
-
-
-def resolve_root(root: str | Path | None) -> Path:
-    """`root` if given, else `$IMAGENETTE_DATA`, else `data/imagenette2-160`."""
-    if root is not None:
-        return Path(root)
-    return Path(os.environ.get(ROOT_ENV_VAR) or DEFAULT_ROOT)
 
 
 def ensure_data(root: Path, download: bool, url: str = IMAGENETTE_160_URL, md5: str | None = IMAGENETTE_160_MD5) -> None:

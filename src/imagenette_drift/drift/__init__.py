@@ -1,25 +1,27 @@
-"""Drift detection statistics: batch two-sample tests and a streaming monitor (no Lightning here; the callback lives in drift/callback.py)."""
+"""Drift detection statistics: batch two-sample tests and a streaming monitor, free of Lightning.
 
-from imagenette_drift.drift.image_stats import image_statistics
-from imagenette_drift.drift.loading import detector_from_state_dict
-from imagenette_drift.drift.mmd import MMDDriftDetector
-from imagenette_drift.drift.online import OnlineDriftMonitor
-from imagenette_drift.drift.reference import DriftReference
-from imagenette_drift.drift.result import DriftResult, OnlineDriftStatus
-from imagenette_drift.drift.univariate import ChiSquaredDriftDetector, KSDriftDetector
-from imagenette_drift.drift.windows import format_table, run_window_tests, write_report
+The Lightning callback that fits the reference in training lives with the other callbacks
+(`imagenette_drift.callbacks.DriftCallback`). Names are re-exported lazily (PEP 562).
+"""
 
-__all__ = [
-    "ChiSquaredDriftDetector",
-    "DriftReference",
-    "DriftResult",
-    "KSDriftDetector",
-    "MMDDriftDetector",
-    "OnlineDriftMonitor",
-    "OnlineDriftStatus",
-    "detector_from_state_dict",
-    "format_table",
-    "image_statistics",
-    "run_window_tests",
-    "write_report",
-]
+from __future__ import annotations
+
+from imagenette_drift._lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "ChiSquaredDriftDetector": "univariate",
+        "DriftReference": "reference",
+        "DriftResult": "result",
+        "KSDriftDetector": "univariate",
+        "MMDDriftDetector": "mmd",
+        "OnlineDriftMonitor": "online",
+        "OnlineDriftStatus": "result",
+        "detector_from_state_dict": "loading",
+        "format_table": "windows",
+        "image_statistics": "image_stats",
+        "run_window_tests": "windows",
+        "write_report": "windows",
+    },
+)

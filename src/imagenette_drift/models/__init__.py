@@ -1,7 +1,17 @@
-"""Models: the network (normalisation + timm backbone), its LightningModule, and batch mixing for training."""
+"""Models: the network (normalisation + timm backbone), its LightningModule, and batch mixing for training.
 
-from imagenette_drift.models.classifier import ImagenetteClassifier
-from imagenette_drift.models.mixing import BatchMixer
-from imagenette_drift.models.net import ImagenetteNet, create_backbone
+Names are re-exported lazily (PEP 562): `from imagenette_drift.models import ImagenetteNet` loads the network
+only, never Lightning or torchmetrics (which `ImagenetteClassifier` needs).
+"""
 
-__all__ = ["BatchMixer", "ImagenetteClassifier", "ImagenetteNet", "create_backbone"]
+from __future__ import annotations
+
+from imagenette_drift._lazy import lazy_exports
+
+_EXPORTS = {
+    "BatchMixer": "mixing",
+    "ImagenetteClassifier": "classifier",
+    "ImagenetteNet": "net",
+    "create_backbone": "net",
+}
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Sequence
 
-import timm
 import torch
 from torch import nn
 
+from imagenette_drift.models._timm import timm
+
 
 def create_backbone(model_name: str, num_classes: int, pretrained: bool = False, **kwargs) -> nn.Module:
-    """`timm.create_model` that fails fast, with a clear message, when pretrained weights can't be fetched.
+    """`timm.create_model`, with errors that say what to do when the name or the pretrained weights are wrong.
 
-    Layer kwargs given by name in YAML (`aa_layer: blurpool`) are resolved to timm's layer classes.
+    Layer kwargs given by name in YAML (`aa_layer: blurpool`) are resolved to timm's layer classes. Pretrained
+    weights come from the Hugging Face Hub or its local cache (`HF_HOME`); with `HF_HUB_OFFLINE=1`,
+    huggingface_hub reads the cache only, so a machine without network fails at once instead of retrying.
+
+    Raises:
+        ValueError: `model_name` is not a timm model, or `aa_layer` is not a known name.
+        RuntimeError: `pretrained=True` and the weights are neither downloadable nor cached.
     """
     if isinstance(kwargs.get("aa_layer"), str):
         layers = {"blurpool": timm.layers.BlurPool2d, "avgpool": nn.AvgPool2d}
@@ -25,42 +31,17 @@ def create_backbone(model_name: str, num_classes: int, pretrained: bool = False,
         raise ValueError(
             f"Unknown timm model {model_name!r}. Similar names: {close}. See timm.list_models()."
         )
-    if pretrained and not _hub_reachable():
-        # Without network, huggingface_hub retries for about a minute before giving up: try the local
-        # cache only, and turn a miss into an error that says what to do.
-        try:
-            with _offline_hub():
-                return timm.create_model(model_name, pretrained=True, num_classes=num_classes, **kwargs)
-        except Exception as e:
-            raise RuntimeError(
-                f"pretrained=True needs the weights of {model_name!r} from the Hugging Face Hub, which is not "
-                "reachable and they are not in the local cache. Connect to the internet, pre-download them "
-                "(HF_HOME cache), or set --model.pretrained=false to train from scratch."
-            ) from e
-    return timm.create_model(model_name, pretrained=pretrained, num_classes=num_classes, **kwargs)
-
-
-def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
     try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-class _offline_hub:
-    """Context manager that puts huggingface_hub in offline mode for one call."""
-
-    def __enter__(self) -> None:
-        from huggingface_hub import constants
-
-        self._previous = constants.HF_HUB_OFFLINE
-        constants.HF_HUB_OFFLINE = True
-
-    def __exit__(self, *exc: object) -> None:
-        from huggingface_hub import constants
-
-        constants.HF_HUB_OFFLINE = self._previous
+        return timm.create_model(model_name, pretrained=pretrained, num_classes=num_classes, **kwargs)
+    except OSError as e:  # huggingface_hub's download, offline-mode and cache-miss errors are all OSErrors
+        if not pretrained:
+            raise
+        raise RuntimeError(
+            f"pretrained=True needs the weights of {model_name!r} from the Hugging Face Hub or its local cache "
+            f"(HF_HOME), and neither has them ({type(e).__name__}). Connect to the internet, pre-download them "
+            "into the HF_HOME cache, or set --model.pretrained=false to train from scratch. Without network, "
+            "set HF_HUB_OFFLINE=1 so that only the cache is tried."
+        ) from e
 
 
 class ImagenetteNet(nn.Module):

@@ -1,32 +1,35 @@
-"""REST serving with LitServe: checkpoint resolution (local or gs://), decoding, runtimes, drift and metrics."""
+"""REST serving with LitServe: checkpoint resolution (local or gs://), decoding, runtimes, drift and metrics.
 
-from imagenette_drift.serve.api import ImagenetteAPI, prediction_json
-from imagenette_drift.serve.app import ImagenetteServer, ServeConfig, build_server, model_info
-from imagenette_drift.serve.decode import RequestError, decode_image, request_bytes
-from imagenette_drift.serve.metrics import ServerMetrics
-from imagenette_drift.serve.monitor import DriftHub, EventChannel
-from imagenette_drift.serve.runtime import OnnxRuntime, TorchRuntime, create_runtime, export_onnx
-from imagenette_drift.serve.storage import ResolvedCheckpoint, StorageError, parse_gs_uri, resolve_checkpoint
+Imports the inference core only (card, checkpoint, network, decoding, drift statistics), never Lightning.
+Names are re-exported lazily (PEP 562), so an inference worker loads only the modules it uses.
+"""
 
-__all__ = [
-    "DriftHub",
-    "EventChannel",
-    "ImagenetteAPI",
-    "ImagenetteServer",
-    "OnnxRuntime",
-    "RequestError",
-    "ResolvedCheckpoint",
-    "ServeConfig",
-    "ServerMetrics",
-    "StorageError",
-    "TorchRuntime",
-    "build_server",
-    "create_runtime",
-    "decode_image",
-    "export_onnx",
-    "model_info",
-    "parse_gs_uri",
-    "prediction_json",
-    "request_bytes",
-    "resolve_checkpoint",
-]
+from __future__ import annotations
+
+from imagenette_drift._lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "DriftHub": "monitor",
+        "EventChannel": "monitor",
+        "ImagenetteAPI": "api",
+        "ImagenetteServer": "app",
+        "OnnxRuntime": "runtime",
+        "RequestError": "decode",
+        "ResolvedCheckpoint": "storage",
+        "ServeConfig": "app",
+        "ServerMetrics": "metrics",
+        "StorageError": "storage",
+        "TorchRuntime": "runtime",
+        "build_server": "app",
+        "create_runtime": "runtime",
+        "decode_image": "decode",
+        "export_onnx": "runtime",
+        "model_info": "app",
+        "parse_gs_uri": "storage",
+        "prediction_json": "api",
+        "request_bytes": "decode",
+        "resolve_checkpoint": "storage",
+    },
+)

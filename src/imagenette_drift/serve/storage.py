@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imagenette_drift.checkpoint import file_sha256
+from imagenette_drift.hashing import file_sha256
 from imagenette_drift.io import atomic_path, write_text_atomic
 
 log = logging.getLogger(__name__)
