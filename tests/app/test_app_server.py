@@ -48,7 +48,9 @@ def test_the_app_shows_the_servers_own_answer_and_drift_status(
 def test_simulating_drift_sends_a_window_of_corrupted_images(app_url: str, api_url: str) -> None:
     before = DriftState.model_validate(requests.get(f"{api_url}/drift", timeout=10).json())
     badge, message = Client(app_url, verbose=False).predict(api_name="/simulate_drift")
-    state = DriftState.model_validate(requests.get(f"{api_url}/drift", params={"wait_s": 30}, timeout=40).json())
+    state = DriftState.model_validate(
+        requests.get(f"{api_url}/drift", params={"wait_s": 30}, timeout=40).json()
+    )
     assert message == f"Sent {before.window_size} corrupted example images, a full drift window."
     assert state.images_seen == before.images_seen + before.window_size
     assert state.window_filled and badge == drift_badge(state)

@@ -63,7 +63,9 @@ def test_upload_submit_and_read_the_label_and_drift_badge(
     sync_api.expect(badge).not_to_have_text(badge_before)  # its image count moved on
     page.screenshot(path=tmp_path / "app.png", full_page=True)
 
-    state = DriftState.model_validate(requests.get(f"{api_url}/drift", params={"wait_s": 30}, timeout=40).json())
+    state = DriftState.model_validate(
+        requests.get(f"{api_url}/drift", params={"wait_s": 30}, timeout=40).json()
+    )
     assert state.images_seen == seen_before + 1
     assert badge.get_attribute("data-state") == drift_state_name(state)
     with open(IMAGE, "rb") as f:

@@ -143,8 +143,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     from imagenette_drift.card import CHECKPOINT_KEY, ModelCard
     from imagenette_drift.checkpoint import read_checkpoint
-    from imagenette_drift.hashing import file_sha256
     from imagenette_drift.errors import one_line
+    from imagenette_drift.hashing import file_sha256
     from imagenette_drift.serve.app import ServeConfig, build_server
     from imagenette_drift.serve.storage import resolve_checkpoint
 
