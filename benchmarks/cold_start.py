@@ -7,12 +7,12 @@ same checkpoint, alternating, `--repeat` times each, and prints both side by sid
   the worker has loaded and warmed the model by then.
 - `worker_rss_mib`: resident memory of the inference worker (the spawned process that loads the model), read
   with psutil once /health answers 200.
-- `worker_modules`: whether `lightning`, `torchmetrics`, `wandb` were imported in the worker, read from
-  `/proc/<pid>/maps` (a loaded package's compiled extension or shared file shows there) is not reliable for
-  pure-Python packages, so this is left to the test `tests/serve/test_inference_core.py`.
+
+Which modules each process loads (no Lightning, torchmetrics or W&B in serving) is checked by
+`tests/test_inference_core.py`, not here.
 
     .venv/bin/python benchmarks/cold_start.py --checkpoint outputs/quickstart/checkpoints/last.ckpt \\
-        --baseline 30b50d8 --output benchmarks/results/cold_start.json
+        --baseline main --output benchmarks/results/cold_start.json
 """
 
 from __future__ import annotations

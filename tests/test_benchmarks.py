@@ -12,6 +12,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+import cold_start  # noqa: E402
 import leaderboard  # noqa: E402
 import serve_bench  # noqa: E402
 
@@ -90,3 +91,28 @@ def test_serve_bench_drives_both_servers_and_pairs_rounds(
         assert summary["paired_ratios"]["ours-bf16"][level]["throughput"] == pytest.approx(expected)
         medians = summary["results"]["ours-bf16"][level]
         assert medians["req_per_s"] == pytest.approx(sum(r["req_per_s"] for r in ours) / 2)  # median of two
+
+
+@pytest.mark.slow
+def test_cold_start_times_both_trees_and_reads_the_workers_memory(
+    trained_checkpoint: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "cold.json"
+    cold_start.main(
+        [
+            "--checkpoint",
+            str(trained_checkpoint),
+            "--baseline",
+            "HEAD",
+            "--repeat",
+            "1",
+            "--output",
+            str(output),
+        ]
+    )
+    result = json.loads(output.read_text())
+    assert len(result["runs"]) == 2 and all(len(runs) == 1 for runs in result["runs"].values())
+    for name, (run,) in result["runs"].items():
+        assert result["median"][name] == run
+        # a worker holding torch, timm and a ResNet-18 is well over 100 MiB; /health took real time
+        assert run["worker_rss_mib"] > 100 and 0 < run["health_s"] < 240

@@ -3,7 +3,8 @@
 The server publishes these models in its OpenAPI schema (`/docs`, `/openapi.json`); the app's REST client
 parses answers with them and the app's in-process mode builds them, so both sides read the same fields.
 This module imports pydantic only (no torch, no server stack): the Gradio Space ships it beside the app.
-Unknown fields are ignored when parsing, so an older client keeps working when the server adds one.
+Unknown fields are ignored when parsing, so an older client keeps working when the server adds one. Error
+answers (4xx/5xx) are `{"detail": "<what was wrong and how to fix it>"}`, FastAPI's own convention.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ __all__ = [
     "CheckpointInfo",
     "ClassProbability",
     "DriftStatus",
-    "ErrorAnswer",
     "ModelInfo",
     "PredictionAnswer",
     "ServingInfo",
@@ -28,12 +28,6 @@ TOP_K = 5
 
 class _Answer(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
-
-
-class ErrorAnswer(_Answer):
-    """Any 4xx/5xx answer: one sentence saying what was wrong and how to fix it."""
-
-    detail: str
 
 
 class ClassProbability(_Answer):
