@@ -145,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from imagenette_drift.checkpoint import file_sha256, read_checkpoint
     from imagenette_drift.errors import one_line
     from imagenette_drift.serve.app import ServeConfig, build_server
+    from imagenette_drift.serve.litserve_adapter import WorkerStartError
     from imagenette_drift.serve.storage import resolve_checkpoint
 
     try:
@@ -194,9 +195,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             generate_client_file=False,
             log_level=args.log_level,
         )
-    except EOFError:  # LitServe's shutdown after a worker died during setup: its traceback is logged above
-        print(
-            "imagenette serve: error: an inference worker failed to start; see the log above.",
-            file=sys.stderr,
-        )
+    except WorkerStartError as e:  # a worker could not load the model: its traceback is logged above
+        print(f"imagenette serve: error: {e}", file=sys.stderr)
         raise SystemExit(1) from None

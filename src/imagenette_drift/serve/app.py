@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import litserve as ls
 from fastapi.responses import PlainTextResponse
 
 from imagenette_drift.card import ModelCard
 from imagenette_drift.serve.api import ImagenetteAPI
+from imagenette_drift.serve.litserve_adapter import LitServerStartingEarly
 from imagenette_drift.serve.metrics import ServerMetrics
 from imagenette_drift.serve.middleware import MetricsMiddleware, PredictGuard
 from imagenette_drift.serve.monitor import DriftHub, EventChannel
@@ -38,13 +38,11 @@ class ServeConfig:
     timeout: float = 30.0
 
 
-class ImagenetteServer(ls.LitServer):
-    """LitServer that starts answering HTTP while the model loads, so `/health` says 503 instead of refusing."""
+class ImagenetteServer(LitServerStartingEarly):
+    """LitServer that starts answering HTTP while the model loads, so `/health` says 503 instead of refusing.
 
-    def verify_worker_status(self) -> None:
-        # LitServe blocks here until a worker is ready; its /health already reports 503 until all are, and its
-        # worker monitor shuts the server down if a worker fails to load.
-        return
+    A worker that fails to load still stops the server: `run` raises `WorkerStartError`.
+    """
 
 
 def build_server(config: ServeConfig, card: ModelCard, sha256: str) -> ImagenetteServer:
