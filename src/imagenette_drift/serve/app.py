@@ -31,6 +31,7 @@ class ServeConfig:
     max_batch_size: int = 8
     batch_timeout: float = 0.005
     runtime: RuntimeName = "torch"
+    runtime_reason: str = "requested"
     tta: bool = True
     max_bytes: int = 10_000_000
     max_pixels: int = 40_000_000
@@ -98,6 +99,7 @@ def model_info(config: ServeConfig, card: ModelCard, sha256: str) -> dict[str, A
         "drift_reference": card.drift is not None,
         "serving": {
             "runtime": config.runtime,
+            "runtime_reason": config.runtime_reason,
             "tta_flip": card.tta_flip and config.tta,
             "workers": config.workers,
             "threads_per_worker": config.threads,

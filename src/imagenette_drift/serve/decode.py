@@ -118,5 +118,7 @@ def decode_image(data: bytes, max_pixels: int) -> torch.Tensor:
         raise RequestRejected(400, "the file is not an image in a format Pillow can read.") from e
     except (OSError, ValueError, SyntaxError, EOFError) as e:  # truncated or corrupt data
         raise RequestRejected(400, f"the image is corrupt or truncated: {e}.") from e
-    except Exception as e:  # Pillow's decoders raise other kinds too on hostile files; still the client's input
+    except (
+        Exception
+    ) as e:  # Pillow's decoders raise other kinds too on hostile files; still the client's input
         raise RequestRejected(400, f"the image cannot be decoded ({type(e).__name__}: {e}).") from e
