@@ -6,6 +6,8 @@ LitServe 0.2.x has no public hooks for two things the server needs:
 - answering HTTP while the model loads (so that `/health` says 503 instead of refusing connections) means not
   blocking in `LitServer.verify_worker_status`, which is also where LitServe reports a worker that failed to
   start; `LitServerStartingEarly` keeps that report.
+It also swaps LitServe's no-op auth dependency (a plain function, which FastAPI runs on its thread pool: a
+thread hop per request, about a quarter of the HTTP process's CPU time per /predict) for an async one.
 `tests/serve/test_litserve_adapter.py` pins these names to `SUPPORTED_LITSERVE`: upgrading LitServe past it
 fails that test first, pointing here.
 """
@@ -18,6 +20,7 @@ import time
 
 import litserve as ls
 from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
+from litserve.server import no_auth
 from litserve.utils import WorkerSetupStatus
 
 SUPPORTED_LITSERVE = ">=0.2.19,<0.3"  # keep equal to pyproject.toml's litserve requirement
@@ -26,6 +29,10 @@ StopLoopError = _StopLoopError  # raised inside a loop's request collection to e
 POLL_S = 0.1
 
 log = logging.getLogger(__name__)
+
+
+async def _no_auth() -> None:
+    return None
 
 
 class WorkerStartError(RuntimeError):
@@ -42,6 +49,11 @@ class LitServerStartingEarly(ls.LitServer):
     """
 
     failed_workers: tuple[str, ...] = ()
+
+    def setup_auth(self, lit_api: ls.LitAPI | None = None):
+        """LitServe's auth dependency; its no-op one as a coroutine, which FastAPI awaits on the event loop."""
+        auth = super().setup_auth(lit_api)
+        return _no_auth if auth is no_auth else auth
 
     def verify_worker_status(self) -> None:
         statuses = self.workers_setup_status
