@@ -49,6 +49,22 @@ def test_the_private_names_behave_as_the_adapter_uses_them() -> None:
     assert "self.workers_setup_status" in manager_source and "self._shutdown_event" in manager_source
 
 
+class _Echo(litserve.LitAPI):
+    def setup(self, device: str) -> None:
+        pass
+
+    def predict(self, x):
+        return x
+
+
+def test_the_no_op_auth_dependency_runs_on_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(litserve.server, "LIT_SERVER_API_KEY", None)
+    server = litserve_adapter.LitServerStartingEarly(_Echo())
+    assert inspect.iscoroutinefunction(server.setup_auth())  # FastAPI awaits it: no thread-pool hop
+    monkeypatch.setattr(litserve.server, "LIT_SERVER_API_KEY", "secret")
+    assert server.setup_auth() is litserve.server.api_key_auth  # a configured API key still applies
+
+
 @pytest.mark.slow
 def test_a_worker_that_cannot_load_the_model_stops_the_server(
     trained_checkpoint: Path, tmp_path: Path
