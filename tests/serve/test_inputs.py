@@ -28,7 +28,9 @@ from imagenette_drift.serve.decode import decode_image
 from tests.serve.images import encode
 from tests.serve.test_http import assert_matches, predict_file
 
-BIG = 16_000_000  # 8x the `server` fixture's --max-bytes of 2,000,000: more than loopback's socket buffers hold
+BIG = (
+    16_000_000  # 8x the `server` fixture's --max-bytes of 2,000,000: more than loopback's socket buffers hold
+)
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +49,7 @@ def _post_json(url: str, image_field: str) -> requests.Response:
     return requests.post(f"{url}/predict", json={"image": image_field}, timeout=30)
 
 
+@pytest.mark.slow  # a real server on the session's trained checkpoint
 def test_base64_as_real_tools_write_it(server, photo: bytes, photo_reply: dict) -> None:
     plain = base64.b64encode(photo).decode()
     wrapped_64_crlf = "\r\n".join(plain[i : i + 64] for i in range(0, len(plain), 64)) + "\r\n"
@@ -74,6 +77,7 @@ def test_base64_as_real_tools_write_it(server, photo: bytes, photo_reply: dict) 
         assert "base64" in reply.json()["detail"], (name, reply.json())
 
 
+@pytest.mark.slow  # a real server on the session's trained checkpoint
 def test_media_types_in_any_case(server, photo: bytes, photo_reply: dict) -> None:
     boundary = "AbCdEf0123"
     form = (
@@ -150,6 +154,7 @@ def _thin_png(width: int, height: int) -> bytes:
     return encode(Image.fromarray(rows.to(torch.uint8).numpy(), "RGB"), "PNG")
 
 
+@pytest.mark.slow  # a real server on the session's trained checkpoint
 def test_extreme_aspect_ratios_are_answered_and_do_not_stall_others(
     server, inference_model, val_images: list[Path]
 ) -> None:
@@ -190,6 +195,7 @@ def _assert_413(status: int, body: bytes) -> None:
     assert "--max-bytes" in json.loads(body)["detail"]
 
 
+@pytest.mark.slow  # a real server on the session's trained checkpoint
 def test_an_oversized_body_gets_a_413_that_urllib_requests_and_curl_read(server, tmp_path: Path) -> None:
     body, content_type = _big_multipart()
     request = urllib.request.Request(

@@ -125,16 +125,6 @@ def test_a_tta_checkpoint_is_served_with_the_flip_unless_no_tta(
             assert_matches(predict_file(server.url, path.read_bytes()).json(), expected, wnids, atol=1e-4)
 
 
-def test_auto_picks_cuda_then_native_bf16_then_onnx() -> None:
-    assert choose_runtime("auto", cuda=True, flags=frozenset({"avx512_bf16"}))[0] == "cuda"
-    for flag in ("avx512_bf16", "amx_bf16"):
-        name, reason = choose_runtime("auto", cuda=False, flags=frozenset({"avx2", flag}))
-        assert name == "bf16" and flag in reason
-    name, reason = choose_runtime("auto", cuda=False, flags=frozenset({"avx2", "avx512f"}))
-    assert name == "onnx" and "no native bfloat16" in reason
-    assert choose_runtime("torch", cuda=True) == ("torch", "requested")
-
-
 @pytest.mark.slow
 def test_the_default_server_runs_and_reports_the_runtime_auto_chose(
     trained_checkpoint: Path, tmp_path: Path, val_images, inference_model

@@ -147,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from imagenette_drift.errors import one_line
     from imagenette_drift.serve.app import ServeConfig, build_server
     from imagenette_drift.serve.litserve_adapter import WorkerStartError
+    from imagenette_drift.serve.runtime import choose_runtime
     from imagenette_drift.serve.storage import resolve_checkpoint
 
     try:
@@ -162,8 +163,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{resolved.source} from {resolved.path}",
             file=sys.stderr,
         )
-    from imagenette_drift.serve.runtime import choose_runtime
-
     runtime, runtime_reason = choose_runtime(args.runtime)
     config = ServeConfig(
         checkpoint=resolved.path,
