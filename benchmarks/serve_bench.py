@@ -1,9 +1,13 @@
 """Throughput and latency of `imagenette serve` against the baseline FastAPI app, on loopback, same checkpoint.
 
 All servers run side by side with the same thread budget, but only one is driven at a time: with the same real
-images, at each concurrency level, server after server, for `--repeat` rounds. Prints req/s and p50/p95/p99
-latency per round and their medians, and the ratios to the baseline paired by round (this machine's run-to-run
-spread is about 10%, so one round proves little); `--output` also writes them as JSON.
+images, at each concurrency level, server after server, for `--repeat` rounds. `ours-default` is `imagenette
+serve` without a --runtime flag (`auto`; its /info names the runtime it chose). Each round also times every
+runtime on ready tensors (batch 8, the eval transform already applied, same threads) while the servers idle.
+Prints req/s and p50/p95/p99 latency per round and their medians, the ratios to the baseline paired by round
+(this machine's run-to-run spread is about 10%, so one round proves little), and each server's throughput at
+concurrency 8 as a fraction of its own runtime's batch-8 throughput (what the HTTP path keeps of the model's
+speed); `--output` also writes them as JSON.
 
     .venv/bin/python benchmarks/serve_bench.py --checkpoint outputs/quickstart/checkpoints/last.ckpt
 """
@@ -140,7 +144,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--workers", type=int, default=1, help="our server's inference workers (each gets threads // workers)"
     )
-    parser.add_argument("--runtimes", nargs="+", default=["bf16", "onnx"], choices=["onnx", "bf16", "torch"])
+    parser.add_argument(
+        "--runtimes",
+        nargs="*",
+        default=["bf16", "onnx"],
+        choices=["onnx", "bf16", "torch", "cuda"],
+        help="runtimes served with an explicit --runtime, besides the default server",
+    )
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--batch-timeout", type=float, default=0.005)
     parser.add_argument(
@@ -158,9 +168,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{len(images)} images, {args.requests} requests per level, {args.repeat} rounds, "
         f"{args.threads} threads per server"
     )
-    servers = {"baseline": _baseline_command(args)}
+    servers = {"baseline": _baseline_command(args), "ours-default": _our_command(args, None)}
     for runtime in args.runtimes:
         servers[f"ours-{runtime}"] = _our_command(args, runtime)
+    served_runtime: dict[str, str] = {}
 
     # All servers stay up (idle ones use no CPU) and take turns, round after round, so that a slow spell of
     # the machine hits every server alike; the ratios below pair each round's figures.
@@ -169,8 +180,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         for name, (command, url) in servers.items():
             processes[name] = start(command, url, args.threads, args.log_dir / f"{name}.log")
+            if name != "baseline":
+                serving = requests.get(f"{url}/info", timeout=10).json()["serving"]
+                served_runtime[name] = serving["runtime"]
+                print(f"{name}: runtime {serving['runtime']} ({serving.get('runtime_reason', '')})")
+        engines = RuntimeTimer(
+            args.checkpoint,
+            images,
+            args.threads,
+            args.log_dir / "cache",
+            tta="--no-tta" not in args.serve_arg,
+        )
+        runtime_runs: dict[str, list[float]] = {
+            runtime: [] for runtime in sorted(set(served_runtime.values()))
+        }
         for round_ in range(args.repeat):
             print(f"round {round_ + 1}/{args.repeat}", flush=True)
+            for runtime in runtime_runs:
+                runtime_runs[runtime].append(engines.images_per_s(runtime))
+                print(
+                    f"  runtime {runtime:<6} ready tensors, batch 8: {runtime_runs[runtime][-1]:7.1f} img/s"
+                )
             for concurrency in args.concurrency:
                 for name, (_, url) in servers.items():
                     result = drive(url, images, concurrency, args.requests)
@@ -206,6 +236,20 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"[{min(tput):.2f}, {max(tput):.2f}]  p50 x{statistics.median(p50):.2f} "
                 f"[{min(p50):.2f}, {max(p50):.2f}]"
             )
+    level = 8 if 8 in args.concurrency else max(args.concurrency)
+    print(
+        f"\nserver at c={level} / its runtime's batch-8 throughput on ready tensors, paired by round: "
+        "median [min, max]"
+    )
+    http_ratios: dict[str, list[float]] = {}
+    for name, runtime in served_runtime.items():
+        pairs = zip(runs[name][level], runtime_runs[runtime], strict=True)
+        http_ratios[name] = [r["req_per_s"] / engine for r, engine in pairs]
+        print(
+            f"  {name:<12} ({runtime:<5}) x{statistics.median(http_ratios[name]):.2f} "
+            f"[{min(http_ratios[name]):.2f}, {max(http_ratios[name]):.2f}]  "
+            f"runtime {statistics.median(runtime_runs[runtime]):.1f} img/s"
+        )
     if args.output:
         summary = {
             "threads": args.threads,
@@ -215,6 +259,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             "results": results,
             "rounds": runs,
             "paired_ratios": ratios,
+            "served_runtime": served_runtime,
+            "runtime_img_per_s": runtime_runs,
+            "server_to_runtime": http_ratios,
         }
         write_text_atomic(args.output, json.dumps(summary, indent=2))
 
@@ -234,7 +281,45 @@ def _baseline_command(args) -> tuple[list[str], str]:
     return command, f"http://127.0.0.1:{port}"
 
 
-def _our_command(args, runtime: str) -> tuple[list[str], str]:
+class RuntimeTimer:
+    """Times a runtime on ready tensors: batches of 8 real images, already through the eval transform."""
+
+    def __init__(
+        self, checkpoint: Path, images: Sequence[bytes], threads: int, cache_dir: Path, tta: bool
+    ) -> None:
+        import dataclasses
+
+        import torch
+
+        from imagenette_drift.checkpoint import load_for_inference
+        from imagenette_drift.serve.decode import decode_image
+
+        torch.set_num_threads(threads)
+        self.model = load_for_inference(checkpoint, map_location="cpu", channels_last=True)
+        if not tta:  # as the servers were started (--serve-arg=--no-tta)
+            self.model.card = dataclasses.replace(self.model.card, tta_flip=False)
+        decoded = [self.model.transform(decode_image(data, 10**9)) for data in images]
+        self.batches = [torch.stack(decoded[i : i + 8]) for i in range(0, len(decoded) - 7, 8)]
+        self.threads = threads
+        self.cache_dir = cache_dir
+        self.runtimes: dict[str, object] = {}
+
+    def images_per_s(self, runtime: str, seconds: float = 3.0) -> float:
+        from imagenette_drift.serve.runtime import create_runtime
+
+        if runtime not in self.runtimes:
+            self.runtimes[runtime] = create_runtime(runtime, self.model, self.cache_dir, self.threads)
+        engine = self.runtimes[runtime]
+        for batch in self.batches[:2]:
+            engine(batch)  # warm up
+        done, began = 0, time.perf_counter()
+        while time.perf_counter() - began < seconds:
+            engine(self.batches[done % len(self.batches)])
+            done += 1
+        return 8 * done / (time.perf_counter() - began)
+
+
+def _our_command(args, runtime: str | None) -> tuple[list[str], str]:
     port = free_port()
     command = [
         str(BIN / "imagenette"),
@@ -249,8 +334,7 @@ def _our_command(args, runtime: str) -> tuple[list[str], str]:
         str(args.workers),
         "--threads",
         str(max(1, args.threads // args.workers)),
-        "--runtime",
-        runtime,
+        *(["--runtime", runtime] if runtime else []),
         "--max-batch-size",
         str(args.max_batch_size),
         "--batch-timeout",

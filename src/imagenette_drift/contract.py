@@ -105,7 +105,10 @@ class CheckpointInfo(_Answer):
 class ServingInfo(_Answer):
     """How the server runs the model (the `imagenette serve` flags in effect)."""
 
-    runtime: Literal["torch", "bf16", "onnx"]
+    runtime: Literal["torch", "bf16", "onnx", "cuda"]
+    runtime_reason: str = Field(
+        description="why this runtime: chosen by --runtime, or what --runtime auto found"
+    )
     tta_flip: bool
     workers: int
     threads_per_worker: int

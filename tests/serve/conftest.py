@@ -39,7 +39,11 @@ def expected_probs(inference_model: InferenceModel):
 
 @pytest.fixture(scope="session")
 def server(trained_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
-    """One server for the HTTP contract tests: dynamic batches of up to 8, a 50 ms batch window."""
+    """One server for the HTTP contract tests: dynamic batches of up to 8, a 50 ms batch window.
+
+    Runtime `torch` (fp32), so that its answers equal the LightningModule's within 1e-4 (the default, `auto`,
+    may pick bf16: see test_runtime.py).
+    """
     root = tmp_path_factory.mktemp("server")
     process = ServeProcess(
         trained_checkpoint,
@@ -52,6 +56,8 @@ def server(trained_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -
         "2000000",
         "--max-pixels",
         "4000000",
+        "--runtime",
+        "torch",
         "--cache-dir",
         str(root / "cache"),
     )

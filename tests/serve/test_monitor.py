@@ -16,10 +16,6 @@ def test_status_waits_until_published_images_are_consumed() -> None:
         channel.publish(np.zeros((size, 8), dtype=np.float32))
     assert hub.wait_consumed(timeout=30)
     status = hub.status(wait_s=0)
-    assert (
-        status.images_seen == 10
-        and status.enabled is False
-        and "no drift reference" in status.reason
-    )
+    assert status.images_seen == 10 and status.enabled is False and "no drift reference" in status.reason
     channel.publish(np.zeros((4, 8), dtype=np.float32))
     assert hub.status(wait_s=30).images_seen == 14  # status waits on the same condition

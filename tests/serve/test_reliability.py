@@ -70,7 +70,13 @@ def test_mixed_load(
             )
         return item, reply.status_code, reply.json()
 
-    with ServeProcess(trained_checkpoint, tmp_path / "server.log", "--cache-dir", str(tmp_path)) as server:
+    args = (
+        "--cache-dir",
+        str(tmp_path),
+        "--runtime",
+        "torch",
+    )  # fp32: answers equal the module's within 1e-4
+    with ServeProcess(trained_checkpoint, tmp_path / "server.log", *args) as server:
         with ThreadPoolExecutor(CONCURRENCY) as pool:
             list(pool.map(send, plan[:200]))  # warm up: allocator pools, batch shapes
             rss_before = _rss(server)

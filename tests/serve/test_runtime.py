@@ -12,7 +12,14 @@ from imagenette_drift.card import CHECKPOINT_KEY
 from imagenette_drift.checkpoint import load_for_inference, read_checkpoint
 from imagenette_drift.data import read_image
 from imagenette_drift.models import ImagenetteClassifier
-from imagenette_drift.serve.runtime import OnnxRuntime, TorchRuntime, create_runtime, fold_batchnorm
+from imagenette_drift.serve.runtime import (
+    OnnxRuntime,
+    TorchRuntime,
+    choose_runtime,
+    cpu_flags,
+    create_runtime,
+    fold_batchnorm,
+)
 from tests.serve._server import ServeProcess
 from tests.serve.test_http import assert_matches, predict_file
 
@@ -111,8 +118,36 @@ def test_a_tta_checkpoint_is_served_with_the_flip_unless_no_tta(
     _, served = create_runtime("torch", tta_model, tmp_path, threads=1)(images)  # the default keeps it
     torch.testing.assert_close(torch.from_numpy(served), with_flip, rtol=0, atol=1e-4)
 
-    with ServeProcess(tta_checkpoint, tmp_path / "server.log", "--no-tta") as server:
+    with ServeProcess(tta_checkpoint, tmp_path / "server.log", "--no-tta", "--runtime", "torch") as server:
         assert requests.get(f"{server.url}/info", timeout=5).json()["serving"]["tta_flip"] is False
         wnids = list(inference_model.card.wnids)
         for path, expected in zip(paths, without_flip, strict=True):
             assert_matches(predict_file(server.url, path.read_bytes()).json(), expected, wnids, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_the_default_server_runs_and_reports_the_runtime_auto_chose(
+    trained_checkpoint: Path, tmp_path: Path, val_images, inference_model
+) -> None:
+    name, reason = choose_runtime("auto")
+    if not torch.cuda.is_available():
+        assert (name == "bf16") == bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
+    with ServeProcess(trained_checkpoint, tmp_path / "server.log", "--cache-dir", str(tmp_path)) as server:
+        serving = requests.get(f"{server.url}/info", timeout=5).json()["serving"]
+        assert serving["runtime"] == name and serving["runtime_reason"] == reason
+        for path in val_images[:3]:
+            expected = inference_model.predict_proba(inference_model.transform(read_image(path))[None])[0]
+            atol = 2e-2 if name == "bf16" else 1e-3  # bf16's tolerance, as in test_bf16_runtime_stays_close
+            assert_matches(
+                predict_file(server.url, path.read_bytes()).json(),
+                expected,
+                list(inference_model.card.wnids),
+                atol,
+            )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_runtime_matches_the_module(inference_model, module_probs) -> None:
+    images, expected = module_probs
+    _, probs = create_runtime("cuda", inference_model, Path("."), threads=1)(images)
+    torch.testing.assert_close(torch.from_numpy(probs), expected, rtol=0, atol=1e-3)

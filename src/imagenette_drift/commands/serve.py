@@ -83,10 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--runtime",
-        choices=("torch", "bf16", "onnx"),
-        default="torch",
-        help="inference backend: torch (fp32), bf16 (torch in bfloat16: fastest on CPUs with AMX, "
-        "probabilities within ~1e-2 of fp32), onnx (ONNX Runtime, fp32)",
+        choices=("auto", "torch", "bf16", "onnx", "cuda"),
+        default="auto",
+        help="inference backend: auto (default: cuda when a GPU is visible, else bf16 on CPUs with native "
+        "bfloat16 (amx_bf16/avx512_bf16), else onnx; /info says which), torch (fp32), bf16 (torch in "
+        "bfloat16, probabilities within ~1e-2 of fp32), onnx (ONNX Runtime, fp32), cuda (torch fp32 on the GPU)",
     )
     parser.add_argument(
         "--no-tta",
@@ -146,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     from imagenette_drift.errors import one_line
     from imagenette_drift.hashing import file_sha256
     from imagenette_drift.serve.app import ServeConfig, build_server
+    from imagenette_drift.serve.litserve_adapter import WorkerStartError
+    from imagenette_drift.serve.runtime import choose_runtime
     from imagenette_drift.serve.storage import resolve_checkpoint
 
     try:
@@ -161,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{resolved.source} from {resolved.path}",
             file=sys.stderr,
         )
+    runtime, runtime_reason = choose_runtime(args.runtime)
     config = ServeConfig(
         checkpoint=resolved.path,
         source=resolved.source,
@@ -168,7 +172,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         threads=threads,
         max_batch_size=args.max_batch_size,
         batch_timeout=args.batch_timeout,
-        runtime=args.runtime,
+        runtime=runtime,
+        runtime_reason=runtime_reason,
         tta=not args.no_tta,
         max_bytes=args.max_bytes,
         max_pixels=args.max_pixels,
@@ -179,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.info(
         "Serving %s (%s, %d worker(s) x %d thread(s)) on %s:%d",
         resolved.source,
-        args.runtime,
+        f"{runtime}, {runtime_reason}",
         args.workers,
         threads,
         args.host,
@@ -195,9 +200,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             generate_client_file=False,
             log_level=args.log_level,
         )
-    except EOFError:  # LitServe's shutdown after a worker died during setup: its traceback is logged above
-        print(
-            "imagenette serve: error: an inference worker failed to start; see the log above.",
-            file=sys.stderr,
-        )
+    except WorkerStartError as e:  # a worker could not load the model: its traceback is logged above
+        print(f"imagenette serve: error: {e}", file=sys.stderr)
         raise SystemExit(1) from None

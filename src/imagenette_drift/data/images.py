@@ -41,10 +41,44 @@ def read_image(path: str | Path) -> torch.Tensor:
         raise RuntimeError(f"Cannot decode image {path}: {e}. Remove or replace this file.") from e
 
 
+MAX_ASPECT = 8.0  # above every Imagenette image's (at most 5.0), so their evaluation is unchanged
+
+
+class CropToAspect(torch.nn.Module):
+    """Centre-crop the long side of a (..., H, W) image to at most `max_aspect` times its short side.
+
+    Resizing the short side up to the input size scales the long side by the same factor, so a 1 x 16000 image
+    would become 176 x 2,816,000 pixels (seconds of work) of which the centre crop keeps 176 x 176. Cropping
+    first bounds the resized image to `max_aspect` x size^2 pixels; images within the ratio pass unchanged.
+    """
+
+    def __init__(self, max_aspect: float = MAX_ASPECT) -> None:
+        super().__init__()
+        if max_aspect < 1:
+            raise ValueError(f"max_aspect must be >= 1 (a square), got {max_aspect}.")
+        self.max_aspect = max_aspect
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        height, width = image.shape[-2:]
+        limit = max(1, int(self.max_aspect * min(height, width)))
+        if height > limit:
+            top = (height - limit) // 2
+            return image[..., top : top + limit, :]
+        if width > limit:
+            left = (width - limit) // 2
+            return image[..., left : left + limit]
+        return image
+
+
 def build_eval_transform(image_size: int) -> v2.Compose:
-    """Resize the short side to `image_size` and centre-crop a square: the one eval transform."""
+    """Resize the short side to `image_size` and centre-crop a square: the one eval transform.
+
+    Extreme shapes are first centre-cropped to `MAX_ASPECT` (see `CropToAspect`), so that the cost of an
+    image is bounded by its pixels, not by its shape.
+    """
     return v2.Compose(
         [
+            CropToAspect(MAX_ASPECT),
             v2.Resize(image_size, interpolation=v2.InterpolationMode.BILINEAR, antialias=True),
             v2.CenterCrop(image_size),
         ]

@@ -45,8 +45,8 @@ class ImagenetteAPI(ls.LitAPI):
         Args:
             checkpoint: Local `.ckpt` path (already resolved from gs:// by the command).
             channel: Where each batch's embeddings go, for the drift monitor and batch-size metrics.
-            runtime: `torch` (eager, channels_last), `bf16` (the same in bfloat16) or `onnx`
-                (ONNX Runtime, exported once and cached).
+            runtime: `torch` (eager, channels_last), `bf16` (the same in bfloat16), `onnx` (ONNX Runtime,
+                exported once and cached) or `cuda` (torch on the GPU); `auto` is resolved before, by the command.
             tta: Average with the mirror image when the checkpoint was evaluated so (its card's tta_flip);
                 False serves one pass per image.
             threads: Intra-op threads of this worker.
@@ -68,7 +68,7 @@ class ImagenetteAPI(ls.LitAPI):
     def setup(self, device: str) -> None:
         # With ONNX Runtime (its own `threads`), torch only decodes and resizes one image at a time: one thread,
         # so that torch's OpenMP pool never spins on the cores ONNX Runtime's threads are about to use.
-        torch.set_num_threads(1 if self.runtime_name == "onnx" else self.threads)
+        torch.set_num_threads(1 if self.runtime_name in ("onnx", "cuda") else self.threads)
         model = load_for_inference(self.checkpoint, map_location="cpu", channels_last=True)
         if not self.tta:
             model.card = dataclasses.replace(model.card, tta_flip=False)

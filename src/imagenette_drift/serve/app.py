@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import litserve as ls
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 
 from imagenette_drift.card import ModelCard
 from imagenette_drift.contract import CheckpointInfo, DriftStatus, ModelInfo, ServingInfo
 from imagenette_drift.serve.api import ImagenetteAPI
+from imagenette_drift.serve.litserve_adapter import LitServerStartingEarly
 from imagenette_drift.serve.metrics import ServerMetrics
 from imagenette_drift.serve.middleware import MetricsMiddleware, PredictGuard
 from imagenette_drift.serve.monitor import DriftHub, EventChannel
@@ -35,6 +35,7 @@ class ServeConfig:
     max_batch_size: int = 8
     batch_timeout: float = 0.005
     runtime: RuntimeName = "torch"
+    runtime_reason: str = "requested"
     tta: bool = True
     max_bytes: int = 10_000_000
     max_pixels: int = 40_000_000
@@ -42,10 +43,11 @@ class ServeConfig:
     timeout: float = 30.0
 
 
-class ImagenetteServer(ls.LitServer):
+class ImagenetteServer(LitServerStartingEarly):
     """LitServer that starts answering HTTP while the model loads, so `/health` says 503 instead of refusing.
 
-    Its `hub` (the drift monitor's consumer thread) starts with each API-server process, in its lifespan.
+    Its `hub` (the drift monitor's consumer thread) starts with each API-server process, in its lifespan. A
+    worker that fails to load still stops the server: `run` raises `WorkerStartError`.
     """
 
     def __init__(self, *args: Any, hub: DriftHub, **kwargs: Any) -> None:
@@ -57,11 +59,6 @@ class ImagenetteServer(ls.LitServer):
         self.hub.ensure_started()  # in the API-server process, which the workers' events reach
         async with super().lifespan(app):
             yield
-
-    def verify_worker_status(self) -> None:
-        # LitServe blocks here until a worker is ready; its /health already reports 503 until all are, and its
-        # worker monitor shuts the server down if a worker fails to load.
-        return
 
 
 def build_server(config: ServeConfig, card: ModelCard, sha256: str) -> ImagenetteServer:
@@ -123,6 +120,7 @@ def model_info(config: ServeConfig, card: ModelCard, sha256: str) -> ModelInfo:
         drift_reference=card.drift is not None,
         serving=ServingInfo(
             runtime=config.runtime,
+            runtime_reason=config.runtime_reason,
             tta_flip=card.tta_flip and config.tta,
             workers=config.workers,
             threads_per_worker=config.threads,

@@ -12,10 +12,11 @@ import time
 from queue import Empty, Queue
 
 from litserve import LitAPI
-from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError  # litserve 0.2.x internals (pinned < 0.3)
 from litserve.loops.simple_loops import BatchedLoop
 from litserve.transport.base import MessageTransport
 from litserve.utils import LitAPIStatus, LoopResponseType
+
+from imagenette_drift.serve.litserve_adapter import STOP_SENTINEL, StopLoopError
 
 IDLE_POLL_S = 1.0
 
@@ -51,8 +52,8 @@ class GreedyBatchedLoop(BatchedLoop):
         self, item, lit_api: LitAPI, transport: MessageTransport, payloads: list, timed_out: list
     ) -> None:
         """Add one queued request to the batch, or to the timed-out list when it waited too long."""
-        if item == _SENTINEL_VALUE:
-            raise _StopLoopError()
+        if item == STOP_SENTINEL:
+            raise StopLoopError()
         response_queue_id, uid, timestamp, x_enc = item
         self.put_response(transport, response_queue_id, uid, (), LitAPIStatus.START, LoopResponseType.REGULAR)
         expired = lit_api.request_timeout not in (-1, False, None) and (

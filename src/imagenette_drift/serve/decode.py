@@ -64,10 +64,29 @@ def request_bytes(payload: Any) -> bytes:
         raise RequestRejected(
             422, f"JSON field '{JSON_FIELD}' must be a base64 string, got {type(encoded).__name__}."
         )
-    if encoded.startswith("data:") and "," in encoded:  # a data URL: keep the payload after the comma
-        encoded = encoded.split(",", 1)[1]
+    return decode_base64(encoded)
+
+
+def decode_base64(encoded: str) -> bytes:
+    """Decode base64 as real tools write it, as browsers' `atob` and MIME decoders do (else a 400).
+
+    Accepted: line-wrapped (GNU `base64` and `base64.encodebytes` at 76 columns, OpenSSL at 64 with CRLF), a
+    trailing newline, omitted `=` padding, and a `data:<type>;base64,` URL (RFC 2397). Any other character
+    outside the base64 alphabet is still an error.
+    """
+    if encoded[:5].lower() == "data:":
+        header, sep, encoded = encoded.partition(",")
+        if not sep or not header.lower().endswith(";base64"):
+            raise RequestRejected(
+                400,
+                f"JSON field '{JSON_FIELD}' is a data URL but not a base64 one; "
+                "send `data:image/jpeg;base64,<base64>` or the bare base64 string.",
+            )
+    compact = "".join(encoded.split())  # line breaks and spaces (MIME's 76 columns, OpenSSL's 64 + CRLF)
+    if len(compact) % 4 in (2, 3):
+        compact += "=" * (4 - len(compact) % 4)  # padding omitted, as atob allows
     try:
-        return base64.b64decode(encoded, validate=True)
+        return base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError) as e:
         raise RequestRejected(400, f"JSON field '{JSON_FIELD}' is not valid base64: {e}.") from e
 
@@ -99,3 +118,7 @@ def decode_image(data: bytes, max_pixels: int) -> torch.Tensor:
         raise RequestRejected(400, "the file is not an image in a format Pillow can read.") from e
     except (OSError, ValueError, SyntaxError, EOFError) as e:  # truncated or corrupt data
         raise RequestRejected(400, f"the image is corrupt or truncated: {e}.") from e
+    except (
+        Exception
+    ) as e:  # Pillow's decoders raise other kinds too on hostile files; still the client's input
+        raise RequestRejected(400, f"the image cannot be decoded ({type(e).__name__}: {e}).") from e

@@ -1,4 +1,4 @@
-"""Inference backends for the server: eager torch (fp32 or bf16) or ONNX Runtime.
+"""Inference backends for the server: eager torch (fp32 or bf16, CPU or CUDA) or ONNX Runtime, and `auto`.
 
 Each maps a uint8 batch to (embeddings, probs).
 """
@@ -18,8 +18,10 @@ from torch import nn
 from imagenette_drift.checkpoint import InferenceModel
 from imagenette_drift.io import atomic_path
 
-RuntimeName = Literal["torch", "bf16", "onnx"]
-RUNTIMES: tuple[str, ...] = ("torch", "bf16", "onnx")
+RuntimeName = Literal["torch", "bf16", "onnx", "cuda"]
+RuntimeChoice = Literal["auto", "torch", "bf16", "onnx", "cuda"]
+RUNTIMES: tuple[str, ...] = ("torch", "bf16", "onnx", "cuda")
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs with bfloat16 arithmetic
 ONNX_OPSET = 18
 
 log = logging.getLogger(__name__)
@@ -84,24 +86,26 @@ class TorchRuntime:
     """The checkpoint's network in eval mode, channels_last, BatchNorm folded, under `torch.inference_mode`.
 
     `bf16=True` runs it in bfloat16 as in training (weights cast once, the rest under CPU autocast): about 2x
-    the fp32 speed on CPUs with AMX (slower on CPUs without bf16 instructions), with probabilities within about
-    1e-2 of fp32's.
+    the fp32 speed on CPUs with native bf16 (AMX or AVX512-BF16; slower on CPUs without), with probabilities
+    within about 1e-2 of fp32's. `device="cuda"` runs it in fp32 on the GPU (uint8 batches cross the bus).
     """
 
-    def __init__(self, model: InferenceModel, bf16: bool = False) -> None:
+    def __init__(self, model: InferenceModel, bf16: bool = False, device: str = "cpu") -> None:
         net, folded = fold_batchnorm(model.net)
         log.info("Folded %d BatchNorm layers into their convolutions", folded)
         if bf16:
             # Autocast would cast every fp32 weight to bf16 on every call (about 45 MB of traffic per forward
             # for ResNet-18, 1.3 ms of a 7.5 ms batch of one here); cast them once. The result is the same.
             net.backbone = net.backbone.to(torch.bfloat16)
-        self.model = InferenceModel(net, model.card, model.sha256)
+        self.model = InferenceModel(net.to(device), model.card, model.sha256)
         self.bf16 = bf16
+        self.device = torch.device(device)
 
     def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        images = images.to(self.device, non_blocking=True)
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
             features, probs = self.model.embed_and_predict(images)
-        return features.float().numpy(), probs.float().numpy()
+        return features.float().cpu().numpy(), probs.float().cpu().numpy()
 
 
 class _EmbedAndPredict(nn.Module):
@@ -166,10 +170,43 @@ class OnnxRuntime:
         return features, probs
 
 
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags Linux reports in /proc/cpuinfo (empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.partition(":")[2].split())
+    return frozenset()
+
+
+def choose_runtime(
+    requested: RuntimeChoice, cuda: bool | None = None, flags: frozenset[str] | None = None
+) -> tuple[RuntimeName, str]:
+    """The runtime to serve with and why: `requested` itself, or for `auto` the fastest this host runs correctly.
+
+    `auto` picks `cuda` when a GPU is visible, else `bf16` on CPUs with native bfloat16 (AMX or AVX512-BF16:
+    about 1.5-2x fp32 there, but emulated and slower elsewhere), else `onnx` (ONNX Runtime fp32, faster than
+    eager torch at batch 1 and equal to it at batch 8). Chosen by the CPU's flags, so the choice is repeatable.
+    """
+    if requested != "auto":
+        return requested, "requested"
+    if torch.cuda.is_available() if cuda is None else cuda:
+        return "cuda", "auto: a CUDA device is visible"
+    native = sorted(set(NATIVE_BF16_FLAGS) & (cpu_flags() if flags is None else flags))
+    if native:
+        return "bf16", f"auto: the CPU has native bfloat16 ({', '.join(native)})"
+    return "onnx", "auto: no native bfloat16 on this CPU (no amx_bf16/avx512_bf16 flag) and no CUDA device"
+
+
 def create_runtime(name: RuntimeName, model: InferenceModel, cache_dir: Path, threads: int) -> Runtime:
     """Build the named backend for an already loaded model."""
     if name in ("torch", "bf16"):
         return TorchRuntime(model, bf16=name == "bf16")
+    if name == "cuda":
+        return TorchRuntime(model, device="cuda")
     if name == "onnx":
         return OnnxRuntime(model, cache_dir, threads)
     raise ValueError(f"Unknown runtime {name!r}; choose one of {RUNTIMES}.")
