@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 STATS_CHUNK = 64  # model inputs per image_statistics call
 COMPRESSION = "zstd"
+MAX_RETRY_S = 60.0  # longest wait between retries of spilled files
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ class InferenceLogWriter:
         flush_records: Write a file once this many rows are buffered.
         flush_seconds: ... or once the oldest buffered row is this old (seconds).
         max_queue: Most records waiting for the writer thread; more are dropped and counted.
-        retry_seconds: First wait before re-publishing spilled files (doubles on failure, up to 5 min).
+        retry_seconds: First wait before re-publishing spilled files (doubles on failure, up to a minute).
         """
         if flush_records < 1 or flush_seconds <= 0 or max_queue < 1:
             raise ValueError("flush_records and max_queue must be >= 1 and flush_seconds > 0.")
@@ -358,7 +359,7 @@ class InferenceLogWriter:
                 self.sink.publish(relative, data)
             except SinkError:
                 os.replace(claimed, path)  # back in line for the next retry
-                self._retry_backoff = min(self._retry_backoff * 2, 300.0)
+                self._retry_backoff = min(self._retry_backoff * 2, MAX_RETRY_S)
                 self._next_retry = time.monotonic() + self._retry_backoff
                 return
             except Exception as e:  # an unreadable spilled file: keep it aside, never retry it forever
