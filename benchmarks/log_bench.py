@@ -34,7 +34,7 @@ TARGET_BYTES_PER_RECORD = 1.5 * 1024
 
 def serve_command(args, port: int, log: Path | None) -> list[str]:
     command = [
-        str(BIN / "imagenette"), "serve", "--checkpoint", str(args.checkpoint),
+        str(BIN / "imagenette"), "serve", "--ckpt_path", str(args.checkpoint),
         "--host", "127.0.0.1", "--port", str(port), "--threads", str(args.threads),
         "--runtime", args.runtime, "--log-level", "warning", "--cache-dir", str(args.work_dir / "cache"),
     ]  # fmt: skip
