@@ -45,9 +45,10 @@ sample: setup  ## re-pick data/sample from the full data set
 .PHONY: serve deploy-cloud-run
 SERVE_CHECKPOINT ?= outputs/quickstart/checkpoints/last.ckpt
 SERVE_ARGS ?=
-serve: setup  ## REST server on :8000 for SERVE_CHECKPOINT (trains the quickstart one if missing); SERVE_ARGS="--runtime onnx"
+SERVE_LOG ?= outputs/inference-log
+serve: setup  ## REST server on :8000 for SERVE_CHECKPOINT (trains the quickstart one if missing), logging to SERVE_LOG; SERVE_ARGS="--runtime onnx"
 	test -f $(SERVE_CHECKPOINT) || $(BIN)/imagenette fit --config configs/quickstart.yaml
-	$(BIN)/imagenette serve --ckpt_path $(SERVE_CHECKPOINT) $(SERVE_ARGS)
+	$(BIN)/imagenette serve --ckpt_path $(SERVE_CHECKPOINT) --log $(SERVE_LOG) $(SERVE_ARGS)
 
 deploy-cloud-run:  ## build Dockerfile.serve and deploy to Cloud Run: MODEL_URI=gs://... [PROJECT= REGION= DRY_RUN=1]
 	scripts/deploy_cloud_run.sh

@@ -45,6 +45,9 @@ class PredictionAnswer(_Answer):
     wnid: str
     confidence: float = Field(ge=0.0, le=1.0, description="softmax probability of `label`")
     top_k: list[ClassProbability]
+    request_id: str | None = Field(
+        default=None, description="this request's id (also the X-Request-ID header); POST it to /feedback"
+    )
 
     @classmethod
     def from_probs(
@@ -118,6 +121,15 @@ class ServingInfo(_Answer):
     max_pixels: int
 
 
+class InferenceLogInfo(_Answer):
+    """Whether and where this replica writes the inference log (`imagenette serve --log`)."""
+
+    enabled: bool
+    location: str | None = Field(description="a folder or gs:// prefix; null when logging is off")
+    images: bool = Field(description="whether the original image bytes are logged (--log-images)")
+    feedback: bool = Field(description="whether POST /feedback is on (a token is configured)")
+
+
 class ModelInfo(_Answer):
     """`GET /info`: what model this is, where it came from, and how it was trained and is served."""
 
@@ -132,3 +144,4 @@ class ModelInfo(_Answer):
     metrics: dict[str, float] = Field(description="the training metrics stored in the model card")
     drift_reference: bool = Field(description="whether the checkpoint carries a drift reference")
     serving: ServingInfo
+    inference_log: InferenceLogInfo

@@ -207,7 +207,7 @@ def test_metrics_are_prometheus_text(server, val_images) -> None:
     assert float(samples['imagenette_requests_total{method="POST",route="/predict",status="415"}']) >= 1
     latency_count = float(samples['imagenette_request_duration_seconds_count{route="/predict"}'])
     assert (
-        float(samples['imagenette_request_duration_seconds_bucket{route="/predict",le="+Inf"}'])
+        float(samples['imagenette_request_duration_seconds_bucket{le="+Inf",route="/predict"}'])
         == latency_count
     )
     assert samples["imagenette_drift_enabled"] == "1.0"

@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from imagenette_drift.commands._options import add_checkpoint_option
@@ -29,12 +29,32 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "imagenette-drift"
 
 
-def _on_sigterm(main_pid: int):
-    """SIGTERM handler: LitServe's graceful shutdown in the main process; a quiet exit in forked children."""
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+# Cloud Run sends SIGKILL 10 s after SIGTERM: the final flush of the inference log must end before that.
+LOG_CLOSE_TIMEOUT_S = 8.0
+
+
+def _on_sigterm(main_pid: int, on_child_exit: Callable[[], object] | None = None):
+    """SIGTERM handler: LitServe's graceful shutdown in the main process; in forked children (the API server),
+    `on_child_exit` (the inference log's final flush), then a quiet exit. A repeated signal waits for the first.
+    """
+    exiting = False
 
     def handler(signum: int, frame: object) -> None:
+        nonlocal exiting
         if os.getpid() == main_pid:
             raise KeyboardInterrupt
+        if exiting:
+            return
+        exiting = True
+        if on_child_exit is not None:
+            on_child_exit()
         raise SystemExit(0)
 
     return handler
@@ -115,6 +135,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds a request may wait before a 504")
     parser.add_argument(
+        "--log",
+        default=os.environ.get("IMAGENETTE_LOG"),
+        help="inference log: write one record per served image under this folder or gs://BUCKET[/PREFIX] "
+        "(default: $IMAGENETTE_LOG; none: log nothing)",
+    )
+    parser.add_argument(
+        "--log-images",
+        action="store_true",
+        help="also store each request's original image bytes in the log (personal data: off by default)",
+    )
+    parser.add_argument(
+        "--log-flush-records", type=_positive_int, default=1000, help="write a log file every N records"
+    )
+    parser.add_argument(
+        "--log-flush-seconds",
+        type=_positive_float,
+        default=30.0,
+        help="... or once its oldest record is this old (and always on SIGTERM)",
+    )
+    parser.add_argument(
+        "--log-spill-dir",
+        type=Path,
+        default=None,
+        help="local folder for log files the sink refused, retried later (default: CACHE_DIR/inference-log-spill)",
+    )
+    parser.add_argument(
+        "--feedback-token",
+        default=os.environ.get("IMAGENETTE_FEEDBACK_TOKEN"),
+        help="bearer token that POST /feedback requires (prefer $IMAGENETTE_FEEDBACK_TOKEN: a flag shows in "
+        "`ps` and shell history); without one /feedback is off",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=("critical", "error", "warning", "info", "debug"),
@@ -133,6 +185,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"--port must be between 1024 and 65535, got {args.port}")
     if args.batch_timeout < 0:
         parser.error(f"--batch-timeout must be >= 0, got {args.batch_timeout}")
+    if args.feedback_token is not None and not args.feedback_token.strip():
+        parser.error("the feedback token is empty; set IMAGENETTE_FEEDBACK_TOKEN to a secret, or unset it.")
+    if args.feedback_token and not args.log:
+        parser.error(
+            "/feedback writes labels to the inference log: pass --log PATH_OR_GS_URI with the token."
+        )
+    if args.log_images and not args.log:
+        parser.error("--log-images needs --log PATH_OR_GS_URI.")
     cores = os.cpu_count() or 1
     threads = args.threads or max(1, cores // args.workers)
     if args.workers * threads > cores:
@@ -179,6 +239,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         max_pixels=args.max_pixels,
         cache_dir=args.cache_dir,
         timeout=args.timeout,
+        log=args.log,
+        log_images=args.log_images,
+        log_flush_records=args.log_flush_records,
+        log_flush_seconds=args.log_flush_seconds,
+        log_spill_dir=args.log_spill_dir,
+        feedback_token=args.feedback_token,
     )
     server = build_server(config, card, file_sha256(resolved.path))
     logging.info(
@@ -190,8 +256,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.host,
         args.port,
     )
-    # docker stop / Cloud Run send SIGTERM: run LitServe's graceful shutdown.
-    signal.signal(signal.SIGTERM, _on_sigterm(os.getpid()))
+    if args.log:
+        logging.info(
+            "Inference log: %s%s; /feedback %s",
+            args.log,
+            " (with images)" if args.log_images else "",
+            "on" if args.feedback_token else "off (no token)",
+        )
+    # docker stop / Cloud Run send SIGTERM: run LitServe's graceful shutdown; the API server flushes the log.
+    writer = server.inference_log
+    close_log = None if writer is None else lambda: writer.close(timeout=LOG_CLOSE_TIMEOUT_S)
+    signal.signal(signal.SIGTERM, _on_sigterm(os.getpid(), close_log))
     try:
         server.run(
             host=args.host,

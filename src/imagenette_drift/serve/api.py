@@ -14,10 +14,33 @@ from fastapi.responses import JSONResponse
 from imagenette_drift.card import ModelCard
 from imagenette_drift.checkpoint import load_for_inference
 from imagenette_drift.contract import TOP_K, PredictionAnswer
+from imagenette_drift.inference_log.writer import PredictionPayload
 from imagenette_drift.serve.batching import GreedyBatchedLoop
-from imagenette_drift.serve.decode import RequestError, RequestRejected, decode_image, request_bytes
+from imagenette_drift.serve.decode import RequestError, RequestRejected, open_image, request_bytes
 from imagenette_drift.serve.monitor import EventChannel
+from imagenette_drift.serve.request_log import PredictionResponse
 from imagenette_drift.serve.runtime import Runtime, RuntimeName, create_runtime
+
+
+@dataclasses.dataclass(frozen=True)
+class _Input:
+    """A decoded request: the model input (uint8 (3, S, S) after the eval transform) and facts of the file."""
+
+    tensor: torch.Tensor
+    width: int
+    height: int
+    format: str
+    n_bytes: int
+    data: bytes | None  # the original bytes, kept only with --log-images
+
+
+@dataclasses.dataclass(frozen=True)
+class _Output:
+    """One image's softmax (C,) and penultimate embedding (D,), both float32, and its input."""
+
+    probs: np.ndarray
+    features: np.ndarray
+    source: _Input
 
 
 class ImagenetteAPI(ls.LitAPI):
@@ -39,6 +62,8 @@ class ImagenetteAPI(ls.LitAPI):
         cache_dir: Path = Path(".cache"),
         max_batch_size: int = 8,
         batch_timeout: float = 0.005,
+        log_records: bool = False,
+        log_images: bool = False,
     ) -> None:
         """Configure (nothing is loaded until `setup`, which runs in each worker).
 
@@ -54,6 +79,9 @@ class ImagenetteAPI(ls.LitAPI):
             cache_dir: Folder for the exported ONNX model.
             max_batch_size: Most requests per forward pass.
             batch_timeout: Longest wait for more requests, only when others are already queued (greedy batching).
+            log_records: Send each answer's inference-log payload (embedding, model input, image facts) back with
+                its response, for the API process's log writer.
+            log_images: Include the original image bytes in that payload (`--log-images`).
         """
         loop = GreedyBatchedLoop() if max_batch_size > 1 else "auto"
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, loop=loop)
@@ -64,6 +92,8 @@ class ImagenetteAPI(ls.LitAPI):
         self.threads = threads
         self.max_pixels = max_pixels
         self.cache_dir = Path(cache_dir)
+        self.log_records = log_records
+        self.log_images = log_images
 
     def setup(self, device: str) -> None:
         # With ONNX Runtime (its own `threads`), torch only decodes and resizes one image at a time: one thread,
@@ -78,12 +108,21 @@ class ImagenetteAPI(ls.LitAPI):
         size = self.card.image_size
         self.runtime(torch.zeros(1, 3, size, size, dtype=torch.uint8))  # warm up before /health says 200
 
-    def decode_request(self, request) -> torch.Tensor | RequestError:
+    def decode_request(self, request) -> _Input | RequestError:
         # `request` stays unannotated: LitServe reads this annotation as the route's body type.
         try:
-            return self.transform(decode_image(request_bytes(request), self.max_pixels))
+            data = request_bytes(request)
+            image, image_format = open_image(data, self.max_pixels)
         except RequestRejected as e:
             return e.error
+        return _Input(
+            self.transform(image),
+            width=image.shape[2],
+            height=image.shape[1],
+            format=image_format,
+            n_bytes=len(data),
+            data=data if self.log_images else None,
+        )
 
     def batch(self, inputs: list) -> list:
         return list(inputs)  # stacked in `predict`, after setting bad requests aside
@@ -93,22 +132,40 @@ class ImagenetteAPI(ls.LitAPI):
             return self._predict_many([x])[0]
         return self._predict_many(x)
 
-    def _predict_many(self, items: list[torch.Tensor | RequestError]) -> list[np.ndarray | RequestError]:
+    def _predict_many(self, items: list[_Input | RequestError]) -> list[_Output | RequestError]:
         good = [i for i, item in enumerate(items) if not isinstance(item, RequestError)]
-        outputs: list[np.ndarray | RequestError] = list(items)
+        outputs: list[_Output | RequestError] = list(items)
         if good:
-            features, probs = self.runtime(torch.stack([items[i] for i in good]))
+            features, probs = self.runtime(torch.stack([items[i].tensor for i in good]))
             self.channel.publish(features)
             for row, i in enumerate(good):
-                outputs[i] = probs[row]
+                outputs[i] = _Output(probs[row], features[row], items[i])
         return outputs
 
-    def encode_response(self, output: np.ndarray | RequestError) -> PredictionAnswer:
+    def encode_response(self, output: _Output | RequestError) -> PredictionAnswer:
         # LitServe makes this return annotation the route's response model (published at /docs); an error
         # is a response of its own, which FastAPI passes through as it is.
         if isinstance(output, RequestError):
             return JSONResponse({"detail": output.detail}, status_code=output.status_code)
-        return prediction_json(output, self.card)
+        answer = prediction_json(output.probs, self.card)
+        return PredictionResponse(answer, self._payload(output, answer) if self.log_records else None)
+
+    @staticmethod
+    def _payload(output: _Output, answer: dict[str, Any]) -> PredictionPayload:
+        """The worker's part of the inference-log record (the API process adds id, time and latency)."""
+        source = output.source
+        return PredictionPayload(
+            predicted_wnid=answer["wnid"],
+            confidence=answer["confidence"],
+            probs=np.asarray(output.probs, dtype=np.float32),
+            embedding=np.asarray(output.features, dtype="<f2").tobytes(),
+            model_input=source.tensor.numpy(),
+            width=source.width,
+            height=source.height,
+            format=source.format,
+            n_bytes=source.n_bytes,
+            image=source.data,
+        )
 
 
 def prediction_json(probs: np.ndarray, card: ModelCard, k: int = TOP_K) -> dict[str, Any]:

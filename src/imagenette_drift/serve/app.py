@@ -1,27 +1,32 @@
-"""Assemble the LitServer: the LitAPI, the guard and metrics middlewares, and /info, /drift, /metrics."""
+"""Assemble the LitServer: the LitAPI, the middlewares, /info, /drift, /metrics, /feedback and the inference log."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 
 from imagenette_drift.card import ModelCard
-from imagenette_drift.contract import CheckpointInfo, DriftStatus, ModelInfo, ServingInfo
+from imagenette_drift.contract import CheckpointInfo, DriftStatus, InferenceLogInfo, ModelInfo, ServingInfo
+from imagenette_drift.inference_log.replica import replica_id
+from imagenette_drift.inference_log.sink import open_sink
+from imagenette_drift.inference_log.writer import InferenceLogWriter
 from imagenette_drift.serve.api import ImagenetteAPI
+from imagenette_drift.serve.feedback import feedback_endpoint
 from imagenette_drift.serve.litserve_adapter import LitServerStartingEarly
-from imagenette_drift.serve.metrics import ServerMetrics
+from imagenette_drift.serve.metrics import CONTENT_TYPE, ServerMetrics
 from imagenette_drift.serve.middleware import MetricsMiddleware, PredictGuard
 from imagenette_drift.serve.monitor import DriftHub, EventChannel
+from imagenette_drift.serve.request_log import RequestIdMiddleware
 from imagenette_drift.serve.runtime import RuntimeName
 
-ROUTES = ("/", "/predict", "/health", "/info", "/drift", "/metrics")
-PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+ROUTES = ("/", "/predict", "/health", "/info", "/drift", "/metrics", "/feedback")
+PROMETHEUS_TYPE = CONTENT_TYPE
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,12 @@ class ServeConfig:
     max_pixels: int = 40_000_000
     cache_dir: Path = Path(".cache")
     timeout: float = 30.0
+    log: str | None = None  # inference-log root: a folder or gs://BUCKET[/PREFIX]; None logs nothing
+    log_images: bool = False
+    log_flush_records: int = 1000
+    log_flush_seconds: float = 30.0
+    log_spill_dir: Path | None = None  # default: <cache_dir>/inference-log-spill
+    feedback_token: str | None = field(default=None, repr=False)
 
 
 class ImagenetteServer(LitServerStartingEarly):
@@ -62,10 +73,27 @@ class ImagenetteServer(LitServerStartingEarly):
 
 
 def build_server(config: ServeConfig, card: ModelCard, sha256: str) -> ImagenetteServer:
-    """The server for one checkpoint; call `.run(host=..., port=..., num_api_servers=1, ...)` to serve."""
+    """The server for one checkpoint; call `.run(host=..., port=..., num_api_servers=1, ...)` to serve.
+
+    With `config.log`, `server.inference_log` is the writer (its thread starts in the API-server process with
+    the first request; call its `close` on shutdown), else None.
+    """
     channel = EventChannel()
     metrics = ServerMetrics()
     hub = DriftHub(card.drift, channel, metrics)
+    writer = None
+    if config.log:
+        writer = InferenceLogWriter(
+            open_sink(config.log),
+            config.log_spill_dir or config.cache_dir / "inference-log-spill",
+            model_sha256=sha256,
+            replica_id=replica_id(),
+            runtime=config.runtime,
+            flush_records=config.log_flush_records,
+            flush_seconds=config.log_flush_seconds,
+        )
+        metrics.add_log(writer.stats)
+    metrics.add_drift(lambda: hub.status(wait_s=0).model_dump())  # a scrape never waits on the hub
     api = ImagenetteAPI(
         config.checkpoint,
         channel,
@@ -76,6 +104,8 @@ def build_server(config: ServeConfig, card: ModelCard, sha256: str) -> Imagenett
         cache_dir=config.cache_dir,
         max_batch_size=config.max_batch_size,
         batch_timeout=config.batch_timeout,
+        log_records=writer is not None,
+        log_images=config.log_images,
     )
     server = ImagenetteServer(
         api,
@@ -85,6 +115,7 @@ def build_server(config: ServeConfig, card: ModelCard, sha256: str) -> Imagenett
         info_path="/litserve/info",
         middlewares=[
             (PredictGuard, {"path": "/predict", "max_bytes": config.max_bytes}),
+            (RequestIdMiddleware, {"path": "/predict", "writer": writer}),
             (MetricsMiddleware, {"metrics": metrics, "routes": ROUTES}),
         ],
         hub=hub,
@@ -98,10 +129,14 @@ def build_server(config: ServeConfig, card: ModelCard, sha256: str) -> Imagenett
     server.app.add_api_route("/drift", hub.status, methods=["GET"], response_model=DriftStatus)
     server.app.add_api_route(
         "/metrics",
-        lambda: PlainTextResponse(metrics.render(hub.status().model_dump()), media_type=PROMETHEUS_TYPE),
+        lambda: Response(metrics.render(), media_type=PROMETHEUS_TYPE),
         methods=["GET"],
         response_class=PlainTextResponse,
     )
+    server.app.add_api_route(
+        "/feedback", feedback_endpoint(card, writer, config.feedback_token), methods=["POST"]
+    )
+    server.inference_log = writer
     return server
 
 
@@ -128,5 +163,11 @@ def model_info(config: ServeConfig, card: ModelCard, sha256: str) -> ModelInfo:
             batch_timeout=config.batch_timeout,
             max_bytes=config.max_bytes,
             max_pixels=config.max_pixels,
+        ),
+        inference_log=InferenceLogInfo(
+            enabled=config.log is not None,
+            location=config.log,
+            images=config.log is not None and config.log_images,
+            feedback=config.log is not None and bool(config.feedback_token),
         ),
     )

@@ -93,6 +93,11 @@ def decode_base64(encoded: str) -> bytes:
 
 def decode_image(data: bytes, max_pixels: int) -> torch.Tensor:
     """Decode image bytes to a uint8 (3, H, W) RGB tensor, refusing non-images, corrupt files and bombs."""
+    return open_image(data, max_pixels)[0]
+
+
+def open_image(data: bytes, max_pixels: int) -> tuple[torch.Tensor, str]:
+    """`decode_image` and the file's format as Pillow names it (`JPEG`, `PNG`, ...; `unknown` if it has none)."""
     if not data:
         raise RequestRejected(400, "the image is empty (0 bytes).")
     try:
@@ -107,7 +112,7 @@ def decode_image(data: bytes, max_pixels: int) -> torch.Tensor:
                     "(--max-pixels); send a smaller image.",
                 )
             image.load()
-            return pil_to_tensor(image)
+            return pil_to_tensor(image), image.format or "unknown"
     except RequestRejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

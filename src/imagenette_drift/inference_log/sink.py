@@ -1,0 +1,104 @@
+"""Where the inference log's files go: a local folder or a gs:// prefix, each file published atomically.
+
+A file is published whole or not at all: on disk it is written to a hidden temporary file in the target folder
+and renamed into place; on GCS it is one upload with `if_generation_match=0` (the object must not exist yet),
+through google-cloud-storage's own retry and checksums. Readers therefore never see a half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol
+
+GS_PREFIX = "gs://"
+
+
+class SinkError(OSError):
+    """A file could not be published; the message names the target and the cause."""
+
+
+class LogSink(Protocol):
+    """Publishes immutable files under the log's root."""
+
+    location: str
+
+    def publish(self, relative_path: str, data: bytes) -> None:
+        """Store `data` at `relative_path` (a `/`-separated path under the root) atomically; raise SinkError."""
+        ...
+
+
+class LocalSink:
+    """A folder on disk (or a mounted bucket): temporary file in the target folder, fsync, then rename."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.location = str(self.root)
+
+    def publish(self, relative_path: str, data: bytes) -> None:
+        dest = self.root / relative_path
+        tmp: str | None = None
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-", suffix=".parquet")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, dest)
+            tmp = None
+        except OSError as e:
+            raise SinkError(f"cannot write {dest}: {e.strerror or e}") from e
+        finally:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+
+
+class GcsSink:
+    """`gs://BUCKET[/PREFIX]`: one upload per file with a does-not-exist precondition.
+
+    A 412 (precondition failed) means an earlier attempt of this very upload already landed (file names are
+    unique), so it counts as published.
+    """
+
+    def __init__(self, uri: str, client: Any = None, timeout_s: float = 10.0) -> None:
+        bucket, _, prefix = uri.removeprefix(GS_PREFIX).partition("/")
+        if not uri.startswith(GS_PREFIX) or not bucket:
+            raise ValueError(f"{uri!r} is not a GCS location; expected gs://BUCKET or gs://BUCKET/PREFIX.")
+        if client is None:
+            from imagenette_drift.serve.storage import _default_client
+
+            client = _default_client()
+        self.location = uri.rstrip("/")
+        self.prefix = prefix.strip("/")
+        self.bucket = client.bucket(bucket)
+        self.timeout_s = timeout_s
+
+    def publish(self, relative_path: str, data: bytes) -> None:
+        from google.api_core import exceptions as gexc
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
+        name = f"{self.prefix}/{relative_path}" if self.prefix else relative_path
+        blob = self.bucket.blob(name)
+        try:
+            blob.upload_from_string(
+                data,
+                content_type="application/vnd.apache.parquet",
+                if_generation_match=0,
+                timeout=self.timeout_s,
+                # Idempotent thanks to the precondition, so a plain retry is safe; bounded so that a flush at
+                # SIGTERM still fits in Cloud Run's 10 s grace period.
+                retry=DEFAULT_RETRY.with_deadline(3 * self.timeout_s),
+            )
+        except gexc.PreconditionFailed:
+            return  # a retried upload whose first attempt had landed
+        except Exception as e:  # any transport or API error: the writer spills the file and retries later
+            raise SinkError(f"cannot upload gs://{self.bucket.name}/{name}: {e}") from e
+
+
+def open_sink(location: str) -> LogSink:
+    """A `GcsSink` for `gs://...`, else a `LocalSink` for the folder (created on first publish)."""
+    if location.startswith(GS_PREFIX):
+        return GcsSink(location)
+    return LocalSink(location)
