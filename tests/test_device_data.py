@@ -23,7 +23,7 @@ from imagenette_drift.data.device import (
 )
 from imagenette_drift.data.images import build_eval_transform, read_image
 from imagenette_drift.data.layout import scan_split
-from imagenette_drift.optim import Muon
+from imagenette_drift.optim import ConvMuonSGD
 from tests.conftest import CONFIGS, SAMPLE_ROOT
 
 
@@ -102,7 +102,7 @@ def test_muon_foreach_is_the_same_update() -> None:
         return [{"params": [p for p in params if p.ndim > 1]}, {"params": [p for p in params if p.ndim <= 1]}]
 
     optimizers = [
-        Muon(groups(n), weight_decay=5e-5, foreach=f) for n, f in zip(nets, (False, True), strict=True)
+        ConvMuonSGD(groups(n), weight_decay=5e-5, foreach=f) for n, f in zip(nets, (False, True), strict=True)
     ]
     images, labels = torch.randn(4, 3, 48, 48), torch.randint(0, 10, (4,))
     for _ in range(2):
@@ -140,7 +140,7 @@ def test_gpu_fast_preset_fits_through_the_device_data_path(in_tmp: Path) -> None
     assert cli.datamodule.device_data and cli.datamodule.batch_size == 8
     assert isinstance(cli.trainer.train_dataloader, DeviceBatches)
     optimizer = cli.trainer.optimizers[0]
-    assert isinstance(optimizer, Muon) and optimizer.defaults["foreach"]
+    assert isinstance(optimizer, ConvMuonSGD) and optimizer.defaults["foreach"]
     assert cli.trainer.global_step == 2  # two optimizer steps on batches cut by the device path
     written = list((in_tmp / "outputs").rglob("val_metrics.json"))  # validation ran on device-cut crops
     assert written and 0.0 <= json.loads(written[0].read_text())["val/acc"] <= 1.0

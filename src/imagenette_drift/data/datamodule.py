@@ -234,7 +234,7 @@ class ImagenetteDataModule(pl.LightningDataModule):
 
     def _on_device(self) -> tuple[DeviceImages, dict[Path, int]]:
         """The train folder decoded on the training device (built on first use), and each path's position."""
-        paths = scan_split(self.root, "train").paths
+        paths = scan_split(self.root, "train", self.wnids).paths
         if self._device_images is None:
             device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
             if self.cache_dir is not None:
