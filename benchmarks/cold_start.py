@@ -70,7 +70,7 @@ def measure(src: Path, checkpoint: Path, workdir: Path, timeout: float = 240.0) 
     """Start one server from `src`, time its first /health 200, read its worker's RSS, stop it."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "imagenette_drift", "serve", "--checkpoint", str(checkpoint)]
+    command = [sys.executable, "-m", "imagenette_drift", "serve", "--ckpt_path", str(checkpoint)]
     command += ["--host", "127.0.0.1", "--port", str(port), "--threads", "1", "--workers", "1"]
     command += ["--cache-dir", str(workdir / "cache"), "--log-level", "warning"]
     log = workdir / f"serve-{port}.log"

@@ -134,9 +134,9 @@ def test_imagenette_drift_loads_no_training_stack(
     command = [
         str(IMAGENETTE),
         "drift",
-        "--checkpoint",
+        "--ckpt_path",
         str(trained_checkpoint),
-        "--data",
+        "--data.predict_dir",
         str(sample_root / "val"),
     ]
     command += ["--limit", "8", "--output", str(tmp_path / "report"), "--threads", "1"]

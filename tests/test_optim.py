@@ -113,6 +113,7 @@ def test_bad_hyperparameters_are_named(kwargs: dict, named: str) -> None:
         ConvMuonSGD(_params(), **kwargs)
 
 
+@pytest.mark.slow  # trains a ResNet-18 for 25 steps
 def test_muon_fits_real_images_faster_than_it_starts(sample_root) -> None:
     """32 real sample images, 25 steps: the training loss falls well below chance (ln 10 = 2.30)."""
     torch.manual_seed(0)

@@ -68,10 +68,10 @@ def test_user_error_is_one_line_with_the_fix_and_exit_2(
             "predict", "--config", QUICKSTART, f"--data.root={SAMPLE_ROOT}", f"--ckpt_path={foreign_checkpoint}"
         ],
         "predict_empty_folder": ["predict", "--config", QUICKSTART, f"--data.predict_dir={empty}", f"--ckpt_path={missing}"],
-        "drift_missing_checkpoint": ["drift", f"--checkpoint={missing}", f"--data={SAMPLE_ROOT / 'val'}"],
-        "drift_empty_folder": ["drift", f"--checkpoint={good}", f"--data={empty}"],
-        "serve_foreign_checkpoint": ["serve", f"--checkpoint={foreign_checkpoint}"],
-        "export_missing_checkpoint": ["export", f"--checkpoint={missing}", f"--output={tmp_path / 'out.ckpt'}"],
+        "drift_missing_checkpoint": ["drift", f"--ckpt_path={missing}", f"--data.predict_dir={SAMPLE_ROOT / 'val'}"],
+        "drift_empty_folder": ["drift", f"--ckpt_path={good}", f"--data.predict_dir={empty}"],
+        "serve_foreign_checkpoint": ["serve", f"--ckpt_path={foreign_checkpoint}"],
+        "export_missing_checkpoint": ["export", f"--ckpt_path={missing}", f"--output={tmp_path / 'out.ckpt'}"],
     }[case]  # fmt: skip
     result = _run(*args, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
