@@ -12,7 +12,6 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 
 from imagenette_drift.card import CHECKPOINT_KEY
-from imagenette_drift.classes import CLASS_NAMES
 from imagenette_drift.drift.assessment import WindowAssessor, assess_windows
 from imagenette_drift.drift.estimation import EstimationReference
 from imagenette_drift.drift.explain import ExplanationReference, compute_signatures
@@ -259,7 +258,8 @@ class DriftCallback(Callback):
         self.summary = run_window_tests(
             self.reference, embeddings, probs, image_stats, self.window_size, seed=self.seed
         )
-        assessor = WindowAssessor.from_fields(CLASS_NAMES, self.reference.state_dict(), **self.card_fields)
+        class_names = getattr(pl_module, "class_names", None) or [str(c) for c in range(probs.shape[1])]
+        assessor = WindowAssessor.from_fields(class_names, self.reference.state_dict(), **self.card_fields)
         assess_windows(self.summary, assessor, embeddings, probs, image_stats, seed=self.seed)
         self.summary["stage"] = stage
         for logger in trainer.loggers:

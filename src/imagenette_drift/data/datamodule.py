@@ -164,6 +164,7 @@ class ImagenetteDataModule(pl.LightningDataModule):
         self.md5 = md5
         self.splits: dict[str, Split] = {}
         self._classes: tuple[tuple[str, str], ...] | None = None
+        self.exclude_classes = list(exclude_classes) if exclude_classes else []
 
     @property
     def classes(self) -> tuple[tuple[str, str], ...]:
@@ -183,7 +184,6 @@ class ImagenetteDataModule(pl.LightningDataModule):
     def wnids(self) -> list[str]:
         """Class folder names (WordNet ids for Imagenette), by label index (linked to `model.wnids`)."""
         return [folder for folder, _ in self.classes]
-        self.exclude_classes = list(exclude_classes) if exclude_classes else []
 
     @property
     def num_classes(self) -> int:
