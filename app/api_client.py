@@ -98,6 +98,7 @@ class ApiClient:
             confidence=answer.confidence,
             top_k=tuple((c.label, c.probability) for c in answer.top_k),
             round_trip_ms=round_trip_ms,
+            familiarity=answer.familiarity,
         )
 
     def drift(self) -> DriftState:

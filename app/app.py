@@ -144,17 +144,23 @@ class Handlers:
         self.corrupted = list(corrupted)
 
     def classify(self, image_path: str | None) -> tuple:
-        """(top-5 label, latency line, drift badge, message) for one image."""
+        """(top-5 label, latency line, drift badge, message, familiarity line) for one image."""
         if not image_path:
-            return None, "", gr.skip(), "Upload, paste or drag an image first, or pick an example."
+            return None, "", gr.skip(), "Upload, paste or drag an image first, or pick an example.", ""
         try:
             prediction = self.backend.predict(image_path)
         except BackendError as e:
-            return None, "", gr.skip(), display.error_message(e)
+            return None, "", gr.skip(), display.error_message(e), ""
         except Exception:  # a bug of ours: log it for the operator, show the user a plain sentence
             log.exception("classifying %s failed", image_path)
-            return None, "", gr.skip(), "**Something went wrong in the app.** The error was logged."
-        return display.label_value(prediction), display.latency_text(prediction), self.drift_badge(), ""
+            return None, "", gr.skip(), "**Something went wrong in the app.** The error was logged.", ""
+        return (
+            display.label_value(prediction),
+            display.latency_text(prediction),
+            self.drift_badge(),
+            "",
+            display.familiarity_text(prediction),
+        )
 
     def simulate_drift(self, progress: gr.Progress = gr.Progress()) -> tuple[str, str]:  # noqa: B008
         """(drift badge, message) after sending one window's worth of the corrupted examples."""
@@ -185,7 +191,7 @@ class Handlers:
 
 
 def build_demo(backend: Backend, examples_dir: Path = EXAMPLES_DIR) -> gr.Blocks:
-    """The page: image in; top-5 label, latency, drift badge and messages out."""
+    """The page: image in; top-5 label, latency, familiarity, drift badge and messages out."""
     rows, captions = list_examples(examples_dir)
     handlers = Handlers(backend, corrupted=[Path(p) for (p,) in rows if is_corrupted(Path(p))])
     with gr.Blocks(title="Imagenette drift demo", analytics_enabled=False) as demo:
@@ -204,6 +210,7 @@ def build_demo(backend: Backend, examples_dir: Path = EXAMPLES_DIR) -> gr.Blocks
             with gr.Column():
                 label = gr.Label(num_top_classes=5, label="Top-5 classes", elem_id="prediction")
                 latency = gr.Markdown(elem_id="latency")
+                familiarity = gr.Markdown(elem_id="familiarity")
                 badge = gr.HTML(display.drift_badge_pending(), elem_id="drift-badge")
                 message = gr.Markdown(elem_id="message")
                 with gr.Row():
@@ -213,7 +220,7 @@ def build_demo(backend: Backend, examples_dir: Path = EXAMPLES_DIR) -> gr.Blocks
                         size="sm",
                         elem_id="simulate-drift",
                     )
-        outputs = [label, latency, badge, message]
+        outputs = [label, latency, badge, message, familiarity]
         # Named endpoints first: the examples' own event would otherwise take the name "classify".
         submit.click(handlers.classify, inputs=image, outputs=outputs, api_name="classify")
         refresh.click(handlers.drift_badge, outputs=badge, api_name="drift")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from imagenette_drift.contract import DriftStatus
+from imagenette_drift.contract import DriftStatus, FamiliarityAnswer
 
 
 class BackendError(RuntimeError):
@@ -33,6 +33,7 @@ class Prediction:
         top_k: (class name, probability) pairs, most likely first.
         round_trip_ms: Wall time the app waited for the answer (network included in API mode).
         model_ms: Time the model itself reported, when it did.
+        familiarity: How familiar the image is, when the checkpoint carries a familiarity bank.
     """
 
     label: str
@@ -40,9 +41,11 @@ class Prediction:
     top_k: tuple[tuple[str, float], ...]
     round_trip_ms: float
     model_ms: float | None = None
+    familiarity: FamiliarityAnswer | None = None
 
 
 DriftState = DriftStatus  # the `GET /drift` answer, as the server's contract defines it
+Familiarity = FamiliarityAnswer  # the `familiarity` of a `/predict` answer
 
 
 class Backend(Protocol):

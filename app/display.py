@@ -28,6 +28,19 @@ def latency_text(prediction: Prediction) -> str:
     return text
 
 
+def familiarity_text(prediction: Prediction) -> str:
+    """One line: whether the image looks like the training data, with its k-NN distance and energy."""
+    familiarity = prediction.familiarity
+    if familiarity is None:
+        return "Familiarity: not available (the checkpoint has no familiarity bank)"
+    scores = f"k-NN distance {familiarity.knn_distance:.3f}"
+    if familiarity.energy is not None:
+        scores += f", energy {familiarity.energy:.2f}"
+    if familiarity.unfamiliar:
+        return f"**Unfamiliar image**: unlike the images the model was checked on ({scores})"
+    return f"Familiar image ({scores})"
+
+
 def drift_state_name(state: DriftState) -> str:
     """One of ok, drifting, warming_up, off: the badge's colour and its `data-state`."""
     if not state.enabled:
@@ -45,7 +58,8 @@ def _badge(state_name: str, headline: str, detail: str) -> str:
 
 
 def drift_badge(state: DriftState) -> str:
-    """HTML badge: OK / DRIFTING with the statistic and threshold, or why there is no verdict yet."""
+    """HTML badge: OK / DRIFTING with the statistic and threshold, or why there is no verdict yet; with the
+    label-free accuracy estimate of the latest images when the server gives one."""
     name = drift_state_name(state)
     if name == "off":
         return _badge(name, "Drift monitoring off", state.reason or "the server has no drift reference")
@@ -53,15 +67,26 @@ def drift_badge(state: DriftState) -> str:
         return _badge(
             name,
             "Drift: collecting images",
-            f"{state.images_seen} of {state.window_size} images needed for the first window",
+            f"{state.images_seen} of {state.window_size} images needed for the first window"
+            + _accuracy_text(state),
         )
     comparison = (
         f"statistic {state.statistic:.4g} {'>' if state.drifting else '<='} threshold {state.threshold:.4g}"
     )
+    detail = f"{comparison}; {state.images_seen} images seen{_accuracy_text(state)}"
     if state.drifting:
         since = "" if state.drifting_since is None else f" since image {state.drifting_since}"
-        return _badge(name, f"DRIFTING{since}", f"{comparison}; {state.images_seen} images seen")
-    return _badge(name, "Drift: OK", f"{comparison}; {state.images_seen} images seen")
+        return _badge(name, f"DRIFTING{since}", detail)
+    return _badge(name, "Drift: OK", detail)
+
+
+def _accuracy_text(state: DriftState) -> str:
+    """'; estimated accuracy 81% (held-out 88%)[: HARM ...]' or '' without an estimate."""
+    estimate = (state.accuracy or {}).get("atc_mc")
+    if estimate is None or state.heldout_accuracy is None:
+        return ""
+    harm = ": HARM, accuracy is estimated to have dropped" if state.harm else ""
+    return f"; estimated accuracy {estimate.estimate:.0%} (held-out {state.heldout_accuracy:.0%}){harm}"
 
 
 def drift_badge_pending() -> str:

@@ -14,8 +14,9 @@ import torch
 from backend import BackendError, DriftState, Prediction
 
 from imagenette_drift.checkpoint import load_for_inference
-from imagenette_drift.contract import PredictionAnswer
+from imagenette_drift.contract import FamiliarityAnswer, PredictionAnswer
 from imagenette_drift.data.images import read_image
+from imagenette_drift.drift.familiarity import FamiliarityReference
 from imagenette_drift.drift.reference import DriftReference
 
 
@@ -40,6 +41,8 @@ class LocalModel:
         self.description = f"in-process model from {Path(checkpoint).name}"
         drift = self.model.card.drift
         self._monitor = None if drift is None else DriftReference.from_state_dict(drift).online
+        familiarity = self.model.card.familiarity
+        self._familiarity = None if familiarity is None else FamiliarityReference.from_state_dict(familiarity)
         self._lock = threading.Lock()
         self._images_seen = 0
 
@@ -66,6 +69,9 @@ class LocalModel:
             top_k=tuple((c.label, c.probability) for c in answer.top_k),
             round_trip_ms=(time.perf_counter() - start) * 1000.0,
             model_ms=model_ms,
+            familiarity=None
+            if self._familiarity is None
+            else FamiliarityAnswer(**self._familiarity.score_json(features)[0]),
         )
 
     def drift(self) -> DriftState:

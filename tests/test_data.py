@@ -308,3 +308,15 @@ def test_unknown_corruption_is_refused_at_construction(sample_root: Path) -> Non
     import_or_fail("corrupt_tta", "the corruptions extra (pip install 'imagenette-drift[corruptions]')")
     with pytest.raises(ValueError, match="Unknown corruption 'sunburn'"):
         ImagenetteDataModule(root=str(sample_root), corruption="sunburn")
+
+
+def test_exclude_classes_leaves_them_out_of_training_and_held_out_only(sample_root: Path) -> None:
+    from imagenette_drift.data import ImagenetteDataModule
+
+    dm = ImagenetteDataModule(root=str(sample_root), exclude_classes=["tench", "n03888257"], verify=False)
+    dm.setup("fit")
+    assert not {0, 9} & set(dm.splits["train"].labels) and not {0, 9} & set(dm.splits["val"].labels)
+    assert len(set(dm.splits["train"].labels)) == 8
+    assert {0, 9} <= set(dm.splits["test"].labels)
+    with pytest.raises(ValueError, match="unknown class"):
+        ImagenetteDataModule(root=str(sample_root), exclude_classes=["zebra"], verify=False).setup("fit")

@@ -81,3 +81,30 @@ def test_drift_command_errors_name_the_problem(
         cli_main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_drift_report_estimates_accuracy_and_names_fog(
+    trained_checkpoint: Path, sample_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import_or_fail("corrupt_tta", "the corruptions extra (pip install 'imagenette-drift[corruptions]')")
+    fog = _drift(
+        trained_checkpoint,
+        tmp_path / "fog",
+        f"--data.predict_dir={sample_root / 'val'}",
+        "--data.corruption=fog",
+        "--data.severity=5",
+        "--harm-drop=1",
+        "--harm-windows=1",
+    )
+    printed = capsys.readouterr().out
+    assert "estimated accuracy" in printed and "looks like: fog" in printed
+    accuracy = fog["accuracy"]
+    assert set(accuracy["methods"]) == {"atc_mc", "atc_ne", "ac", "doc"}
+    for row in fog["windows"]:
+        assert row["acc_atc_mc_lower"] <= row["acc_atc_mc"] <= row["acc_atc_mc_upper"]
+    assert len(fog["explanations"]) == fog["n_windows"]  # every window drifts
+    for explanation in fog["explanations"]:
+        assert "fog" in [m["corruption"] for m in explanation["signatures"]]
+        assert explanation["looks_like"][0] == "fog"
+        witness = explanation["witnesses"][0]
+        assert Path(witness["path"]).is_file() and witness["nearest_reference_path"].startswith("train/")

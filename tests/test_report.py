@@ -105,6 +105,10 @@ def test_report_holds_the_runs_numbers_and_valid_pngs(run_dir: Path, tmp_path: P
     for name, value in flatten(metrics).items():
         assert f"| {name} | {value:.4f} |" in report
     assert f"| gaussian_noise-5 | {shifted['n_images']} | {shifted['n_windows']} x 10 |" in report
+    # label-free accuracy estimates and explanations of each drift report
+    assert "### Estimated accuracy (no labels) and explanations" in report
+    estimates = " | ".join(f"{v:.1%}" for v in shifted["accuracy"]["methods"].values())
+    assert f"| gaussian_noise-5 | {shifted['accuracy']['heldout']:.1%} | {estimates} |" in report
     assert "| run_training_epoch |" in report  # the profiler's table
     images = ["learning_curves.png", "confusion_matrix.png", "drift_clean.png", "drift_shifted.png"]
     for name in images:

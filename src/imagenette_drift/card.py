@@ -7,6 +7,8 @@ from typing import Any
 
 CHECKPOINT_KEY = "imagenette_drift"
 FORMAT_VERSION = 1
+# Card fields the DriftCallback writes (plain dicts of tensors and numbers), kept by the module's own save hook.
+CALLBACK_FIELDS = ("drift", "estimation", "familiarity", "explanation")
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,9 @@ class ModelCard:
     tta_flip: bool = False
     metrics: dict[str, float] = field(default_factory=dict)
     drift: dict[str, Any] | None = None
+    estimation: dict[str, Any] | None = None
+    familiarity: dict[str, Any] | None = None
+    explanation: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
 
     @property
@@ -43,6 +48,9 @@ class ModelCard:
             "tta_flip": self.tta_flip,
             "metrics": dict(self.metrics),
             "drift": self.drift,
+            "estimation": self.estimation,
+            "familiarity": self.familiarity,
+            "explanation": self.explanation,
         }
 
     @classmethod
@@ -64,4 +72,7 @@ class ModelCard:
             tta_flip=bool(data.get("tta_flip", False)),
             metrics=dict(data.get("metrics") or {}),
             drift=data.get("drift"),
+            estimation=data.get("estimation"),
+            familiarity=data.get("familiarity"),
+            explanation=data.get("explanation"),
         )

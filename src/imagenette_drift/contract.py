@@ -15,9 +15,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "AccuracyEstimateAnswer",
     "CheckpointInfo",
     "ClassProbability",
     "DriftStatus",
+    "FamiliarityAnswer",
     "ModelInfo",
     "PredictionAnswer",
     "ServingInfo",
@@ -38,6 +40,21 @@ class ClassProbability(_Answer):
     probability: float = Field(ge=0.0, le=1.0)
 
 
+class FamiliarityAnswer(_Answer):
+    """How familiar one image is to the model, against the reference bank in the checkpoint's card."""
+
+    knn_distance: float = Field(
+        ge=0.0,
+        description="distance of the L2-normalised embedding to its k-th nearest held-out embedding "
+        "(Sun et al. 2022); higher is less familiar",
+    )
+    energy: float | None = Field(
+        description="energy score -logsumexp(logits) (Liu et al. 2020); higher is less familiar; null when the "
+        "model's head is not linear"
+    )
+    unfamiliar: bool = Field(description="past the threshold that 95% of held-out images stay under")
+
+
 class PredictionAnswer(_Answer):
     """`POST /predict`: the most likely class and the top-k classes, most likely first."""
 
@@ -47,6 +64,9 @@ class PredictionAnswer(_Answer):
     top_k: list[ClassProbability]
     request_id: str | None = Field(
         default=None, description="this request's id (also the X-Request-ID header); POST it to /feedback"
+    )
+    familiarity: FamiliarityAnswer | None = Field(
+        default=None, description="k-NN distance and energy of the image; null when the card has no bank"
     )
 
     @classmethod
@@ -65,6 +85,16 @@ class PredictionAnswer(_Answer):
         return cls(label=top[0].label, wnid=top[0].wnid, confidence=top[0].probability, top_k=top)
 
 
+class AccuracyEstimateAnswer(_Answer):
+    """A window's estimated top-1 accuracy (fraction) with an interval that includes binomial sampling error."""
+
+    method: str
+    estimate: float = Field(ge=0.0, le=1.0)
+    lower: float = Field(ge=0.0, le=1.0)
+    upper: float = Field(ge=0.0, le=1.0)
+    n: int = Field(ge=1, description="images in the window")
+
+
 class DriftStatus(_Answer):
     """`GET /drift`: the online drift monitor's latest window (MMD^2 against the training reference)."""
 
@@ -81,6 +111,17 @@ class DriftStatus(_Answer):
     drifting: bool = Field(description="statistic > threshold for the latest window")
     drifting_since: int | None = Field(description="1-based image index where the current drifting run began")
     reason: str | None = Field(default=None, description="why monitoring is disabled; null when enabled")
+    accuracy: dict[str, AccuracyEstimateAnswer] | None = Field(
+        default=None,
+        description="label-free top-1 estimates of the latest window of the reference's window size, by method "
+        "(atc_mc, atc_ne, ac, doc); null without an estimation reference or before the first image",
+    )
+    heldout_accuracy: float | None = Field(default=None, description="top-1 on the held-out split")
+    harm: bool | None = Field(
+        default=None,
+        description="the ATC-MC estimate stayed more than the configured points below held-out for the "
+        "configured consecutive full windows",
+    )
 
     @classmethod
     def disabled(cls, reason: str, images_seen: int = 0) -> DriftStatus:

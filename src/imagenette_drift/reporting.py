@@ -168,6 +168,36 @@ def drift_table(reports: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def estimation_table(reports: Sequence[Mapping[str, Any]]) -> str | None:
+    """One row per drift report with label-free accuracy estimates: held-out accuracy, the mean estimate of each
+    method over windows, the harm alert, and what the drifting windows look like (None when no report has any)."""
+    with_estimates = [r for r in reports if r.get("accuracy")]
+    if not with_estimates:
+        return None
+    methods = list(with_estimates[0]["accuracy"]["methods"])
+    lines = [
+        "| data | held-out | " + " | ".join(methods) + " | harm | classes moved | looks like |",
+        "| --- | ---: | " + " | ".join("---:" for _ in methods) + " | --- | --- | --- |",
+    ]
+    for report in with_estimates:
+        accuracy = report["accuracy"]
+        estimates = " | ".join(f"{accuracy['methods'][m]:.1%}" for m in methods)
+        explanations = report.get("explanations") or []
+        moved = sorted({c for e in explanations for c in e["moved_classes"]})
+        looks = sorted(
+            {
+                ", ".join(e["looks_like"]) if isinstance(e["looks_like"], list) else e["looks_like"]
+                for e in explanations
+            }
+        )
+        lines.append(
+            f"| {drift_label(report)} | {accuracy['heldout']:.1%} | {estimates} | "
+            f"{'**yes**' if accuracy['harm'] else 'no'} | {', '.join(moved) or '-'} | "
+            f"{'; '.join(looks) or 'nothing drifts'} |"
+        )
+    return "\n".join(lines)
+
+
 def profiler_table(text: str, max_rows: int = 15) -> str:
     """The total and the `max_rows` slowest actions of a Lightning profiler summary, as a Markdown table."""
     rows = [

@@ -18,7 +18,7 @@ IMAGE = EXAMPLES_DIR / "church.jpg"
 
 
 def classify(url: str, image: Path | None = IMAGE) -> tuple:
-    """(label, latency, badge, message) as a client of the page sees them."""
+    """(label, latency, badge, message, familiarity) as a client of the page sees them."""
     client = Client(url, verbose=False)
     return client.predict(None if image is None else handle_file(str(image)), api_name="/classify")
 
@@ -26,12 +26,12 @@ def classify(url: str, image: Path | None = IMAGE) -> tuple:
 @pytest.mark.slow  # serves the app
 def test_an_unreachable_api_gets_a_friendly_message_not_a_traceback(dead_url: str) -> None:
     with launched(ApiClient(dead_url, timeout=2.0, retry_wait=0.0)) as url:
-        label, latency, _, message = classify(url)
+        label, latency, _, message, familiarity = classify(url)
         badge = Client(url, verbose=False).predict(api_name="/drift")
     assert message.startswith("**Cannot reach the model API.** no connection to the server (2 attempts).")
     assert "make serve" in message and "Traceback" not in message
     assert dead_url not in message and dead_url not in badge  # on a Space, API_URL is a secret
-    assert not label and latency == ""
+    assert not label and latency == "" and familiarity == ""
     assert 'data-state="unknown">Drift status unavailable<small>Cannot reach the model API' in badge
 
 
@@ -39,7 +39,7 @@ def test_an_unreachable_api_gets_a_friendly_message_not_a_traceback(dead_url: st
 def test_an_error_answer_shows_the_servers_detail(scripted_api) -> None:
     api = scripted_api(Reply(400, {"detail": "the file is not an image in a format Pillow can read."}))
     with launched(ApiClient(api.url, retry_wait=0.0)) as url:
-        label, _, _, message = classify(url)
+        label, _, _, message, _ = classify(url)
     assert message == (
         "**The model API refused the image.** the file is not an image in a format Pillow can read. (HTTP 400)"
     )

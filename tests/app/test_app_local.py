@@ -12,6 +12,7 @@ from gradio_client import Client, handle_file
 from app import EXAMPLES_DIR, create_backend, parse_config
 from imagenette_drift.checkpoint import load_for_inference
 from imagenette_drift.data import read_image
+from imagenette_drift.drift.familiarity import FamiliarityReference
 from imagenette_drift.drift.reference import DriftReference
 from tests.app.conftest import launched
 
@@ -24,11 +25,14 @@ def test_in_process_predictions_and_drift_equal_a_direct_computation(trained_che
     backend = create_backend(parse_config([], {"APP_CHECKPOINT": str(trained_checkpoint)}))
     model = load_for_inference(trained_checkpoint)
     monitor = DriftReference.from_state_dict(model.card.drift).online
+    familiarity_reference = FamiliarityReference.from_state_dict(model.card.familiarity)
     images = [IMAGES[i % 2] for i in range(monitor.window_size + 1)]
     with launched(backend) as url:
         client = Client(url, verbose=False)
         for image in images:
-            label, latency, badge, message = client.predict(handle_file(str(image)), api_name="/classify")
+            label, latency, badge, message, familiarity = client.predict(
+                handle_file(str(image)), api_name="/classify"
+            )
             features, probs = model.embed_and_predict(model.transform(read_image(image))[None])
             status = monitor.update(features.float())
             top = probs[0].topk(5)
@@ -41,6 +45,8 @@ def test_in_process_predictions_and_drift_equal_a_direct_computation(trained_che
                 (name, pytest.approx(p, abs=1e-5)) for name, p in expected
             ]
             assert latency.startswith("Latency: ") and "ms in the model" in latency
+            expected_familiarity = familiarity_reference.score_json(features)[0]
+            assert f"k-NN distance {expected_familiarity['knn_distance']:.3f}" in familiarity
     state = DriftState(enabled=True, window_size=monitor.window_size, **status.to_dict())
     assert state.images_seen == len(images)
     assert status.window_filled and badge == drift_badge(state)

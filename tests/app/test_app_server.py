@@ -31,7 +31,7 @@ def server_answer(api_url: str, image: Path) -> dict:
 def test_the_app_shows_the_servers_own_answer_and_drift_status(
     app_url: str, api_url: str, image: Path
 ) -> None:
-    label, latency, badge, message = Client(app_url, verbose=False).predict(
+    label, latency, badge, message, familiarity = Client(app_url, verbose=False).predict(
         handle_file(str(image)), api_name="/classify"
     )
     assert badge == drift_badge(
@@ -43,6 +43,9 @@ def test_the_app_shows_the_servers_own_answer_and_drift_status(
     assert shown == [(c["label"], pytest.approx(c["probability"], abs=1e-6)) for c in expected["top_k"]]
     assert re.fullmatch(r"Latency: \d+ ms round trip( \(\d+\.\d ms in the model\))?", latency)
     assert message == ""
+    shown_familiarity = expected["familiarity"]
+    assert f"k-NN distance {shown_familiarity['knn_distance']:.3f}" in familiarity
+    assert familiarity.startswith("**Unfamiliar" if shown_familiarity["unfamiliar"] else "Familiar image")
 
 
 def test_simulating_drift_sends_a_window_of_corrupted_images(app_url: str, api_url: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from backend import BackendError, DriftState, Prediction
-from display import drift_badge, error_message, label_value, latency_text
+from display import drift_badge, error_message, familiarity_text, label_value, latency_text
 
 FILLED = dict(enabled=True, images_seen=250, window_size=200, window_filled=True, threshold=0.0045)
 
@@ -59,3 +59,37 @@ def test_the_label_latency_and_error_texts() -> None:
     assert latency_text(Prediction("church", 0.6, (), 41.6)) == "Latency: 42 ms round trip"
     error = BackendError("Cannot reach the model API", "no connection to http://x.")
     assert error_message(error) == "**Cannot reach the model API.** no connection to http://x."
+
+
+def test_familiarity_text_says_familiar_or_not_with_the_scores() -> None:
+    from backend import Familiarity
+
+    seen = Familiarity(knn_distance=0.4123, energy=-7.25, unfamiliar=False)
+    assert familiarity_text(Prediction("church", 0.6, (), 41.6, familiarity=seen)) == (
+        "Familiar image (k-NN distance 0.412, energy -7.25)"
+    )
+    odd = familiarity_text(
+        Prediction(
+            "church", 0.6, (), 41.6, familiarity=Familiarity(knn_distance=1.2, energy=None, unfamiliar=True)
+        )
+    )
+    assert odd.startswith("**Unfamiliar image**") and "k-NN distance 1.200)" in odd
+    assert "not available" in familiarity_text(Prediction("church", 0.6, (), 41.6))
+
+
+def test_the_badge_shows_the_estimated_accuracy_and_harm() -> None:
+    from imagenette_drift.contract import AccuracyEstimateAnswer
+
+    estimate = AccuracyEstimateAnswer(method="atc_mc", estimate=0.61, lower=0.55, upper=0.67, n=200)
+    state = DriftState(
+        **FILLED,
+        statistic=0.01,
+        drifting=True,
+        drifting_since=3,
+        accuracy={"atc_mc": estimate},
+        heldout_accuracy=0.88,
+        harm=True,
+    )
+    badge = drift_badge(state)
+    assert "estimated accuracy 61% (held-out 88%): HARM" in badge and 'data-state="drifting"' in badge
+    assert "estimated accuracy" not in drift_badge(state.model_copy(update={"accuracy": None}))

@@ -100,3 +100,23 @@ def test_testing_a_corrupted_split_reports_drift(trained_checkpoint: Path, in_tm
     # The sample's model is barely trained, so its softmax outputs are not a reliable signal here; the pixels are.
     assert summary["drift"] is True
     assert summary["methods"]["inputs"]["flagged_fraction"] == 1.0
+
+
+def test_fit_stores_estimation_familiarity_and_explanation_in_the_card(trained_checkpoint: Path) -> None:
+    from imagenette_drift.corruptions import CORRUPTIONS
+    from imagenette_drift.drift import EstimationReference, ExplanationReference, FamiliarityReference
+
+    card = torch.load(trained_checkpoint, weights_only=True)["imagenette_drift"]  # plain data only
+    estimation = EstimationReference.from_state_dict(card["estimation"])
+    assert estimation.n_heldout == 10 and estimation.temperature > 0
+    assert 0.0 <= estimation.heldout_accuracy <= 1.0
+    familiarity = FamiliarityReference.from_state_dict(card["familiarity"])
+    assert familiarity.bank.dtype == torch.float16 and familiarity.bank.shape == (10, 512)
+    assert familiarity.head_weight.shape == (10, 512) and familiarity.energy_threshold is not None
+    assert familiarity.bank_paths is not None and all(p.startswith("train/") for p in familiarity.bank_paths)
+    explanation = ExplanationReference.from_state_dict(card["explanation"])
+    assert int(explanation.confusion.sum()) == 10
+    # held-out accuracy in the card is the confusion matrix's trace
+    assert estimation.heldout_accuracy == pytest.approx(float(explanation.confusion.trace()) / 10)
+    import_or_fail("corrupt_tta", "the corruptions extra (pip install 'imagenette-drift[corruptions]')")
+    assert sorted(explanation.signatures) == sorted(CORRUPTIONS)

@@ -184,7 +184,7 @@ def _batch_histogram(url: str) -> tuple[float, float]:
     return count, total
 
 
-def test_drift_reports_the_online_monitor(server, val_images) -> None:
+def test_drift_reports_the_online_monitor(server, val_images, trained_checkpoint: Path) -> None:
     before = requests.get(f"{server.url}/drift", timeout=10).json()
     assert set(before) == DRIFT_KEYS and before["enabled"] is True
     window = before["window_size"]
@@ -195,6 +195,14 @@ def test_drift_reports_the_online_monitor(server, val_images) -> None:
     assert after["window_filled"] is True
     assert isinstance(after["statistic"], float) and isinstance(after["threshold"], float)
     assert after["drifting"] == (after["drifting_since"] is not None)
+    # Label-free accuracy estimates of the latest window, from the card's temperature and ATC thresholds.
+    assert set(after["accuracy"]) == {"atc_mc", "atc_ne", "ac", "doc"}
+    for estimate in after["accuracy"].values():
+        assert 0.0 <= estimate["lower"] <= estimate["estimate"] <= estimate["upper"] <= 1.0
+        # over the latest window of the drift reference's size (the tested window of `imagenette drift`)
+        reference_window = read_checkpoint(trained_checkpoint)["imagenette_drift"]["drift"]["window_size"]
+        assert estimate["n"] == min(reference_window, after["images_seen"])
+    assert isinstance(after["harm"], bool) and 0.0 <= after["heldout_accuracy"] <= 1.0
 
 
 def test_metrics_are_prometheus_text(server, val_images) -> None:
@@ -213,3 +221,20 @@ def test_metrics_are_prometheus_text(server, val_images) -> None:
     assert samples["imagenette_drift_enabled"] == "1.0"
     drift = requests.get(f"{server.url}/drift", timeout=10).json()
     assert float(samples["imagenette_drift_images_seen"]) <= drift["images_seen"]
+
+
+def test_predictions_carry_the_familiarity_of_the_image(server, val_images, inference_model) -> None:
+    from imagenette_drift.drift.familiarity import FamiliarityReference
+
+    reference = FamiliarityReference.from_state_dict(inference_model.card.familiarity)
+    for path in val_images[::13]:
+        reply = predict_file(server.url, path.read_bytes())
+        assert reply.status_code == 200, reply.text
+        familiarity = reply.json()["familiarity"]
+        assert set(familiarity) == {"knn_distance", "energy", "unfamiliar"}
+        image = inference_model.transform(decode_image(path.read_bytes(), 10**8))
+        features, _ = inference_model.embed_and_predict(image[None])
+        expected = reference.score_json(features)[0]
+        assert familiarity["knn_distance"] == pytest.approx(expected["knn_distance"], abs=1e-3)
+        assert familiarity["energy"] == pytest.approx(expected["energy"], abs=1e-3)
+        assert familiarity["unfamiliar"] == (familiarity["knn_distance"] > reference.knn_threshold)

@@ -219,6 +219,9 @@ def test_record_fields_match_the_image(
     np.testing.assert_allclose(record["image_stats"], expected, rtol=1e-5, atol=1e-6)
     assert record["model_sha256"] == inference_model.sha256 and record["runtime"] == runtime
     assert record["latency_ms"] > 0
+    # the answer's familiarity, logged beside it (the checkpoint's card has a familiarity bank)
+    assert record["knn_distance"] > 0 and isinstance(record["unfamiliar"], bool)
+    assert record["energy"] is not None
     labels = rows(local_tables(log, "labels"))
     assert sorted((r["request_id"], r["label_wnid"]) for r in labels) == sorted(
         [("other-1", "n03888257"), (request_id, "n03888257")]

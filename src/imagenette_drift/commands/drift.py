@@ -15,6 +15,7 @@ from imagenette_drift.commands._options import AliasedStore, add_checkpoint_opti
 from imagenette_drift.data.images import read_image
 from imagenette_drift.data.layout import list_images
 from imagenette_drift.data.root import resolve_root
+from imagenette_drift.drift.assessment import WindowAssessor, assess_windows, format_assessment
 from imagenette_drift.drift.image_stats import image_statistics
 from imagenette_drift.drift.reference import DriftReference
 from imagenette_drift.drift.windows import format_table, run_window_tests, write_report
@@ -77,6 +78,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
     )
+    parser.add_argument(
+        "--harm-drop",
+        type=float,
+        default=5.0,
+        help="harm alert: estimated accuracy more than this many points below the held-out accuracy ...",
+    )
+    parser.add_argument(
+        "--harm-windows", type=int, default=2, help="... for this many consecutive windows (default 2)"
+    )
+    parser.add_argument(
+        "--harm-method",
+        default="atc_mc",
+        choices=("atc_mc", "atc_ne", "ac", "doc"),
+        help="the accuracy estimate the harm alert watches",
+    )
     return parser
 
 
@@ -137,6 +153,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     # What the model says the images are, by the checkpoint's class names (its data's class folders).
     counts = torch.bincount(probs.argmax(dim=1), minlength=model.card.num_classes).tolist()
     summary["predicted_classes"] = dict(zip(model.card.class_names, counts, strict=True))
+    try:
+        assessor = WindowAssessor.from_card(model.card, args.harm_drop, args.harm_windows, args.harm_method)
+    except ValueError as e:  # a card field this version cannot read
+        raise BadCheckpointError(f"{args.ckpt_path}: {e}") from e
+    assess_windows(summary, assessor, embeddings, probs, stats, seed=args.seed)
+    for explanation in summary["explanations"]:
+        for witness in explanation["witnesses"]:
+            witness["path"] = str(paths[witness["index"]])
     summary["source"] = {
         "checkpoint": str(args.ckpt_path),
         "checkpoint_sha256": model.sha256,
@@ -146,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     }
     print(format_table(summary))
     print("predicted: " + ", ".join(f"{name} {n}" for name, n in summary["predicted_classes"].items() if n))
+    print(format_assessment(summary))
     json_path, png_path = write_report(summary, args.output)
     print(f"wrote {json_path} and {png_path}")
     return summary

@@ -121,6 +121,14 @@ def _render(
         sections += [f"## Confusion matrix ({stage})", "![confusion matrix](confusion_matrix.png)"]
     if drift_reports:
         sections += ["## Drift", reporting.drift_table(drift_reports)]
+        estimation = reporting.estimation_table(drift_reports)
+        if estimation is not None:
+            sections += [
+                "### Estimated accuracy (no labels) and explanations",
+                "Mean estimate over windows (temperature-scaled ATC-MC/ATC-NE, average confidence, DoC); harm: "
+                "the estimate stayed below held-out by more than the configured drop for consecutive windows.",
+                estimation,
+            ]
         seen: dict[str, int] = {}
         for path, report in zip(args.drift, drift_reports, strict=True):
             png = path.with_suffix(".png")

@@ -30,6 +30,8 @@ from imagenette_drift.data.layout import (
     Split,
     apply_noisy_labels,
     find_class_folders,
+    class_indices,
+    exclude_classes,
     list_images,
     scan_split,
     stratified_holdout,
@@ -86,6 +88,7 @@ class ImagenetteDataModule(pl.LightningDataModule):
         download: bool = True,
         url: str = IMAGENETTE_160_URL,
         md5: str | None = IMAGENETTE_160_MD5,
+        exclude_classes: list[str] | None = None,
     ) -> None:
         """Args:
         root: data folder with train/ and val/, each with one subfolder of images per class (imagenette2-160 or
@@ -120,6 +123,8 @@ class ImagenetteDataModule(pl.LightningDataModule):
         download: download the official archive when the root does not exist.
         url: archive URL used when downloading.
         md5: expected MD5 of the archive (None skips the check).
+        exclude_classes: wnids or class names left out of training and the held-out split (open-set
+            experiments: the test split keeps them, as images of classes the model never saw).
         """
         super().__init__()
         if batch_size < 1:
@@ -159,6 +164,7 @@ class ImagenetteDataModule(pl.LightningDataModule):
         self.md5 = md5
         self.splits: dict[str, Split] = {}
         self._classes: tuple[tuple[str, str], ...] | None = None
+        self.exclude_classes = list(exclude_classes) if exclude_classes else []
 
     @property
     def classes(self) -> tuple[tuple[str, str], ...]:
@@ -222,6 +228,9 @@ class ImagenetteDataModule(pl.LightningDataModule):
             folders = self.wnids
             train = scan_split(self.root, "train", folders)
             train, val = stratified_holdout(train, self.val_fraction, self.split_seed)
+            if self.exclude_classes:
+                excluded = class_indices(self.exclude_classes, self.classes)
+                train, val = exclude_classes(train, excluded), exclude_classes(val, excluded)
             self.splits = {
                 "train": apply_noisy_labels(train, self.root, self.noisy_labels, folders),
                 "val": val,

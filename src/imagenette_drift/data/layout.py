@@ -127,3 +127,25 @@ def list_images(folder: Path) -> tuple[Path, ...]:
             f"{folder} holds no images with a suffix in {IMAGE_SUFFIXES}; pass a folder that holds images."
         )
     return files
+
+
+def exclude_classes(split: Split, classes: tuple[int, ...]) -> Split:
+    """`split` without the images of the given class indices (open-set experiments)."""
+    keep = [i for i, label in enumerate(split.labels) if label not in classes]
+    return Split(tuple(split.paths[i] for i in keep), tuple(split.labels[i] for i in keep))
+
+
+def class_indices(names: Sequence[str], classes: Sequence[tuple[str, str]]) -> tuple[int, ...]:
+    """Label indices of class folders or class names (case-insensitive) in a `(folder, name)` class table.
+
+    Raises BadDataError naming the valid folders and names when one is unknown.
+    """
+    by_name = {name.lower(): i for i, (_, name) in enumerate(classes)}
+    by_name |= {folder.lower(): i for i, (folder, _) in enumerate(classes)}
+    unknown = [n for n in names if n.lower() not in by_name]
+    if unknown:
+        raise BadDataError(
+            f"exclude_classes: unknown class(es) {unknown}; use class folders {[f for f, _ in classes]} or "
+            f"names {[n for _, n in classes]}."
+        )
+    return tuple(sorted({by_name[n.lower()] for n in names}))

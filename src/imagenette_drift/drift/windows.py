@@ -34,11 +34,7 @@ def run_window_tests(
         raise ValueError(f"Got {len(embeddings)} embeddings but {len(probs)} softmax rows; they must match.")
     window = window_size or reference.window_size
     n = len(embeddings)
-    if n < 2:
-        raise ValueError(f"Drift tests need at least 2 images, got {n}.")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(n)
-    # Full windows only; data smaller than one window is tested as a single (smaller) window.
-    chunks = [order[i : i + window] for i in range(0, n - window + 1, window)] or [order]
+    chunks = window_indices(n, window, seed, shuffle)
     use_inputs = image_stats is not None and reference.inputs is not None
     methods_run = METHODS if use_inputs else METHODS[:3]
     rows = []
@@ -75,6 +71,14 @@ def run_window_tests(
         "drift": any(m["flagged_fraction"] > 0.5 for m in methods.values()),
         "windows": rows,
     }
+
+
+def window_indices(n: int, window: int, seed: int = 0, shuffle: bool = True) -> list[Tensor]:
+    """The image indices of each window: seeded shuffle, full windows only (or one smaller window)."""
+    if n < 2:
+        raise ValueError(f"Drift tests need at least 2 images, got {n}.")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(n)
+    return [order[i : i + window] for i in range(0, n - window + 1, window)] or [order]
 
 
 def format_table(summary: dict[str, Any]) -> str:

@@ -60,6 +60,9 @@ class PredictionPayload:
     format: str
     n_bytes: int
     image: bytes | None = None  # the original bytes, only with --log-images
+    knn_distance: float | None = None  # familiarity (drift/familiarity.py), None without a bank in the card
+    energy: float | None = None
+    unfamiliar: bool | None = None
 
 
 @dataclass
@@ -395,9 +398,9 @@ class InferenceLogWriter:
                 pa.array([p.format for p in payloads], pa.string()),
                 pa.array([p.n_bytes for p in payloads], pa.int64()),
                 pa.array([row[4] for row in rows], pa.float32()),
-                pa.nulls(n, pa.float32()),
-                pa.nulls(n, pa.float32()),
-                pa.nulls(n, pa.bool_()),
+                pa.array([p.knn_distance for p in payloads], pa.float32()),
+                pa.array([p.energy for p in payloads], pa.float32()),
+                pa.array([p.unfamiliar for p in payloads], pa.bool_()),
                 pa.array([p.image for p in payloads], pa.binary()),
             ],
             schema=PREDICTION_SCHEMA,

@@ -16,7 +16,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
-from imagenette_drift.card import CHECKPOINT_KEY, ModelCard
+from imagenette_drift.card import CALLBACK_FIELDS, CHECKPOINT_KEY, ModelCard
 from imagenette_drift.classes import IMAGENETTE_CLASSES
 from imagenette_drift.io import write_text_atomic
 from imagenette_drift.models.mixing import BatchMixer
@@ -137,7 +137,8 @@ class ImagenetteClassifier(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         previous = checkpoint.get(CHECKPOINT_KEY) or {}
         card = self.model_card().to_dict()
-        card["drift"] = previous.get("drift")  # written earlier by the drift callback, if any
+        for key in CALLBACK_FIELDS:  # written earlier by the drift callback, if any
+            card[key] = previous.get(key)
         checkpoint[CHECKPOINT_KEY] = card
 
     def _loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

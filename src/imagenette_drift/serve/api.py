@@ -13,7 +13,8 @@ from fastapi.responses import JSONResponse
 
 from imagenette_drift.card import ModelCard
 from imagenette_drift.checkpoint import load_for_inference
-from imagenette_drift.contract import TOP_K, PredictionAnswer
+from imagenette_drift.contract import TOP_K, FamiliarityAnswer, PredictionAnswer
+from imagenette_drift.drift.familiarity import FamiliarityReference
 from imagenette_drift.inference_log.writer import PredictionPayload
 from imagenette_drift.serve.batching import GreedyBatchedLoop
 from imagenette_drift.serve.decode import RequestError, RequestRejected, open_image, request_bytes
@@ -36,11 +37,12 @@ class _Input:
 
 @dataclasses.dataclass(frozen=True)
 class _Output:
-    """One image's softmax (C,) and penultimate embedding (D,), both float32, and its input."""
+    """One image's softmax (C,) and penultimate embedding (D,), both float32, its input and familiarity."""
 
     probs: np.ndarray
     features: np.ndarray
     source: _Input
+    familiarity: dict[str, Any] | None = None  # {"knn_distance", "energy", "unfamiliar"}, None without a bank
 
 
 class ImagenetteAPI(ls.LitAPI):
@@ -103,6 +105,10 @@ class ImagenetteAPI(ls.LitAPI):
         if not self.tta:
             model.card = dataclasses.replace(model.card, tta_flip=False)
         self.card: ModelCard = model.card
+        # Per-request familiarity needs only the embeddings (any runtime) and the card's bank: None without one.
+        self.familiarity = (
+            FamiliarityReference.from_state_dict(self.card.familiarity) if self.card.familiarity else None
+        )
         self.transform = model.transform
         self.runtime: Runtime = create_runtime(self.runtime_name, model, self.cache_dir, self.threads)
         size = self.card.image_size
@@ -137,9 +143,12 @@ class ImagenetteAPI(ls.LitAPI):
         outputs: list[_Output | RequestError] = list(items)
         if good:
             features, probs = self.runtime(torch.stack([items[i].tensor for i in good]))
-            self.channel.publish(features)
+            self.channel.publish(features, probs)
+            familiarity = (
+                self.familiarity.score_json(features) if self.familiarity is not None else [None] * len(good)
+            )
             for row, i in enumerate(good):
-                outputs[i] = _Output(probs[row], features[row], items[i])
+                outputs[i] = _Output(probs[row], features[row], items[i], familiarity[row])
         return outputs
 
     def encode_response(self, output: _Output | RequestError) -> PredictionAnswer:
@@ -147,13 +156,14 @@ class ImagenetteAPI(ls.LitAPI):
         # is a response of its own, which FastAPI passes through as it is.
         if isinstance(output, RequestError):
             return JSONResponse({"detail": output.detail}, status_code=output.status_code)
-        answer = prediction_json(output.probs, self.card)
+        answer = prediction_json(output.probs, self.card, familiarity=output.familiarity)
         return PredictionResponse(answer, self._payload(output, answer) if self.log_records else None)
 
     @staticmethod
     def _payload(output: _Output, answer: dict[str, Any]) -> PredictionPayload:
         """The worker's part of the inference-log record (the API process adds id, time and latency)."""
         source = output.source
+        familiarity = output.familiarity or {}
         return PredictionPayload(
             predicted_wnid=answer["wnid"],
             confidence=answer["confidence"],
@@ -165,9 +175,19 @@ class ImagenetteAPI(ls.LitAPI):
             format=source.format,
             n_bytes=source.n_bytes,
             image=source.data,
+            knn_distance=familiarity.get("knn_distance"),
+            energy=familiarity.get("energy"),
+            unfamiliar=familiarity.get("unfamiliar"),
         )
 
 
-def prediction_json(probs: np.ndarray, card: ModelCard, k: int = TOP_K) -> dict[str, Any]:
-    """The `/predict` answer (`PredictionAnswer`) for one image's probabilities (C,), as plain JSON data."""
-    return PredictionAnswer.from_probs(probs.tolist(), card.class_names, card.wnids, k).model_dump()
+def prediction_json(
+    probs: np.ndarray, card: ModelCard, k: int = TOP_K, familiarity: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The `/predict` answer (`PredictionAnswer`) for one image's probabilities (C,), as plain JSON data;
+    `familiarity` is `{"knn_distance", "energy", "unfamiliar"}` (see `drift.familiarity`), or None when the
+    checkpoint's card has no familiarity bank."""
+    answer = PredictionAnswer.from_probs(probs.tolist(), card.class_names, card.wnids, k)
+    if familiarity is not None:
+        answer = answer.model_copy(update={"familiarity": FamiliarityAnswer(**familiarity)})
+    return answer.model_dump()

@@ -80,7 +80,7 @@ def build_server(config: ServeConfig, card: ModelCard, sha256: str) -> Imagenett
     """
     channel = EventChannel()
     metrics = ServerMetrics()
-    hub = DriftHub(card.drift, channel, metrics)
+    hub = DriftHub(card.drift, channel, metrics, card.estimation)
     writer = None
     if config.log:
         writer = InferenceLogWriter(

@@ -11,12 +11,14 @@ import logging
 import multiprocessing as mp
 import os
 import threading
+from collections import deque
 from typing import Any
 
 import numpy as np
 import torch
 
-from imagenette_drift.contract import DriftStatus
+from imagenette_drift.contract import AccuracyEstimateAnswer, DriftStatus
+from imagenette_drift.drift.estimation import EstimationReference, HarmAlert
 from imagenette_drift.drift.online import OnlineDriftMonitor
 from imagenette_drift.serve.metrics import ServerMetrics
 
@@ -37,11 +39,11 @@ class EventChannel:
         self.queue = ctx.Queue()
         self.sent = ctx.Value("q", 0)
 
-    def publish(self, features: np.ndarray) -> None:
+    def publish(self, features: np.ndarray, probs: np.ndarray | None = None) -> None:
         """Called by a worker after each forward pass, before it answers the requests."""
         with self.sent.get_lock():
             self.sent.value += len(features)
-        self.queue.put(features)
+        self.queue.put((features, probs))
 
 
 def drift_disabled_reason(drift_state: dict[str, Any] | None) -> str | None:
@@ -57,8 +59,21 @@ class DriftHub:
     """Consumes worker events in the API-server process and answers `/drift` from one monitor."""
 
     def __init__(
-        self, drift_state: dict[str, Any] | None, channel: EventChannel, metrics: ServerMetrics
+        self,
+        drift_state: dict[str, Any] | None,
+        channel: EventChannel,
+        metrics: ServerMetrics,
+        estimation_state: dict[str, Any] | None = None,
+        harm_drop: float = 5.0,
+        harm_windows: int = 2,
     ) -> None:
+        """Args:
+        drift_state: the card's drift reference (None: monitoring off).
+        estimation_state: the card's `estimation` field: label-free accuracy estimates of the latest window of
+            the drift reference's window size, and a harm alert over consecutive full windows (None: not
+            reported).
+        harm_drop, harm_windows: the harm alert's drop in points and consecutive windows.
+        """
         self.reason = drift_disabled_reason(drift_state)
         self._online_state = None if self.reason else drift_state["online"]
         self.channel = channel
@@ -68,6 +83,16 @@ class DriftHub:
         self._monitor: OnlineDriftMonitor | None = None
         self._consumed = 0
         self._pid: int | None = None
+        self._estimation = EstimationReference.from_state_dict(estimation_state) if estimation_state else None
+        # Estimates cover the latest window of the reference's size, the window `imagenette drift` tests.
+        self._window = int((drift_state or {}).get("window_size") or 200)
+        self._recent: deque[np.ndarray] = deque(maxlen=self._window)  # softmax rows of the latest images
+        self._n_probs = 0
+        self._harm = (
+            None
+            if self._estimation is None
+            else HarmAlert(self._estimation.heldout_accuracy, harm_drop, harm_windows)
+        )
 
     def ensure_started(self) -> None:
         """Start the consumer thread in this process (once; the API server is a fork of the main process)."""
@@ -87,11 +112,13 @@ class DriftHub:
     def _consume(self) -> None:
         while True:
             try:
-                features = self.channel.queue.get()
+                features, probs = self.channel.queue.get()
             except (EOFError, OSError):  # the queue closed: this process is shutting down
                 return
             self.metrics.observe_batch(len(features))
             with self._lock:
+                if probs is not None and self._estimation is not None:
+                    self._add_probs(probs)
                 if self._monitor is not None:
                     try:
                         self._monitor.update(torch.from_numpy(features))
@@ -99,6 +126,27 @@ class DriftHub:
                         log.exception("Online drift monitor update failed")
                 self._consumed += len(features)
                 self._consumed_more.notify_all()
+
+    def _add_probs(self, probs: np.ndarray) -> None:
+        """Keep the latest window of softmax rows; feed the harm alert at each full, non-overlapping window."""
+        for row in probs:
+            self._recent.append(row)
+            self._n_probs += 1
+            if self._n_probs % self._window == 0:
+                window = torch.from_numpy(np.stack(self._recent))
+                self._harm.update(self._estimation.estimate(window)["atc_mc"].estimate)
+
+    def _accuracy(self) -> dict[str, Any]:
+        """The `/drift` fields of label-free accuracy estimation (None values when not available)."""
+        heldout = None if self._estimation is None else self._estimation.heldout_accuracy
+        if self._estimation is None or not self._recent:
+            return {"accuracy": None, "heldout_accuracy": heldout, "harm": None}
+        estimates = self._estimation.estimate(torch.from_numpy(np.stack(self._recent)))
+        return {
+            "accuracy": {m: AccuracyEstimateAnswer(**e.to_dict()) for m, e in estimates.items()},
+            "heldout_accuracy": heldout,
+            "harm": self._harm.alerting,
+        }
 
     def wait_consumed(self, timeout: float) -> bool:
         """Block until every image published so far (every answered `/predict`) has reached the monitor, or
@@ -119,7 +167,12 @@ class DriftHub:
         self.wait_consumed(min(wait_s, MAX_WAIT_S))
         with self._lock:
             if self._monitor is None:
-                return DriftStatus.disabled(self.reason, images_seen=self._consumed)
+                return DriftStatus.disabled(self.reason, images_seen=self._consumed).model_copy(
+                    update=self._accuracy()
+                )
             return DriftStatus(
-                enabled=True, window_size=self._monitor.window_size, **self._monitor.status.to_dict()
+                enabled=True,
+                window_size=self._monitor.window_size,
+                **self._monitor.status.to_dict(),
+                **self._accuracy(),
             )

@@ -1,0 +1,106 @@
+"""Label-free accuracy estimation: temperature scaling, ATC, AC, DoC, intervals and the harm alert."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+
+from imagenette_drift.drift.estimation import (
+    EstimationReference,
+    HarmAlert,
+    apply_temperature,
+    atc_threshold,
+    confidence_scores,
+    estimate_accuracy,
+    fit_temperature,
+)
+
+
+def _calibrated(n: int, scale: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits whose softmax is the true label distribution (labels drawn from it): perfectly calibrated."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, 10, generator=g) * scale
+    labels = torch.multinomial(logits.softmax(1), 1, generator=g).squeeze(1)
+    return logits, labels
+
+
+def test_fit_temperature_recovers_an_overconfident_scale():
+    logits, labels = _calibrated(4000, 2.0, seed=0)
+    assert fit_temperature(logits * 3.0, labels) == pytest.approx(3.0, rel=0.1)
+    assert fit_temperature(logits, labels) == pytest.approx(1.0, rel=0.1)
+
+
+def test_apply_temperature_equals_softmax_of_scaled_logits():
+    logits, _ = _calibrated(50, 2.0, seed=1)
+    torch.testing.assert_close(apply_temperature(logits.softmax(1), 2.5), (logits / 2.5).softmax(1))
+
+
+def test_atc_threshold_keeps_the_heldout_accuracy_above_it():
+    logits, labels = _calibrated(1001, 2.0, seed=2)
+    probs = logits.softmax(1)
+    correct = probs.argmax(1) == labels
+    for score in ("max_confidence", "negative_entropy"):
+        scores = confidence_scores(probs, score)
+        t = atc_threshold(scores, correct)
+        assert float((scores > t).float().mean()) == pytest.approx(float(correct.float().mean()), abs=1e-3)
+
+
+def test_estimates_match_true_accuracy_on_new_data_from_the_heldout_distribution():
+    reference = EstimationReference.fit(*_calibrated(3000, 2.0, seed=3))
+    logits, labels = _calibrated(2000, 2.0, seed=11)
+    true = float((logits.argmax(1) == labels).float().mean())
+    for method, e in reference.estimate(logits.softmax(1)).items():
+        assert e.lower <= true <= e.upper, (method, true, e)
+
+
+def test_confidence_baselines_follow_a_calibrated_shift():
+    """With calibration preserved (labels drawn from the softmax), AC and DoC stay right as accuracy moves."""
+    reference = EstimationReference.fit(*_calibrated(3000, 2.0, seed=3))
+    for scale in (1.0, 4.0):  # harder and easier windows
+        logits, labels = _calibrated(2000, scale, seed=10 + int(scale))
+        true = float((logits.argmax(1) == labels).float().mean())
+        estimates = reference.estimate(logits.softmax(1))
+        for method in ("ac", "doc"):
+            assert abs(estimates[method].estimate - true) < 0.04, (method, scale, true, estimates[method])
+
+
+def test_interval_includes_binomial_noise_of_the_window():
+    reference = EstimationReference(1.0, 0.6, -1.0, 0.8, 0.8, n_heldout=10**9)
+    probs = torch.tensor([[0.9, 0.1]] * 160 + [[0.45, 0.55]] * 40)
+    e = reference.estimate(probs)["atc_mc"]
+    assert e.estimate == pytest.approx(0.8)
+    assert e.upper - e.estimate == pytest.approx(1.96 * math.sqrt(0.8 * 0.2 / 200), rel=1e-3)
+
+
+def test_state_round_trips_through_a_weights_only_load():
+    reference = EstimationReference.fit(*_calibrated(500, 2.0, seed=4))
+    buffer = io.BytesIO()
+    torch.save(reference.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    assert EstimationReference.from_state_dict(state) == reference
+    probs = _calibrated(100, 2.0, seed=5)[0].softmax(1)
+    assert (
+        estimate_accuracy(state, probs)["atc_mc"]["estimate"] == reference.estimate(probs)["atc_mc"].estimate
+    )
+    with pytest.raises(ValueError, match="version"):
+        EstimationReference.from_state_dict({**state, "version": 99})
+
+
+def test_harm_alert_needs_k_consecutive_windows_below_the_line():
+    alert = HarmAlert(0.9, drop_points=5, windows=2)
+    assert [alert.update(a) for a in (0.80, 0.88, 0.80, 0.84, 0.70, 0.90)] == [
+        False,
+        False,
+        False,
+        True,
+        True,
+        False,
+    ]
+    alert.update(0.5)
+    assert HarmAlert.from_state_dict(alert.state_dict()).consecutive == 1
+    with pytest.raises(ValueError, match="drop_points"):
+        HarmAlert(0.9, drop_points=0)
