@@ -37,11 +37,12 @@ class Sink(Protocol):
 class StdoutSink:
     """One JSON object per line on stdout (for `jq`, a log shipper, or a shell loop)."""
 
-    stream: TextIO = sys.stdout
+    stream: TextIO | None = None  # None: whatever sys.stdout is when the event is sent
     name: str = "stdout"
 
     def send(self, event: AlertEvent, log_location: str) -> None:
-        print(json.dumps({**event.to_dict(), "log": log_location}), file=self.stream, flush=True)
+        line = json.dumps({**event.to_dict(), "log": log_location})
+        print(line, file=self.stream or sys.stdout, flush=True)
 
 
 def _post_json(url: str, body: dict[str, Any], headers: Mapping[str, str], timeout: float) -> int:
