@@ -163,10 +163,8 @@ def test_a_failing_sink_is_reported_and_the_run_completes(
     failing = Recorder(status=500)
     try:
         out = tmp_path / "out"
-        cli_main(
-            ["monitor", f"--log={log_dir}", f"--checkpoint={trained_checkpoint}", f"--out={out}"]
-            + ["--window=20", "--alert-k=2", f"--webhook={failing.url}/hook"]
-        )
+        argv = ["monitor", f"--log={log_dir}", f"--checkpoint={trained_checkpoint}", f"--out={out}"]
+        cli_main([*argv, "--window=20", "--alert-k=2", f"--webhook={failing.url}/hook"])
     finally:
         failing.close()
     printed = capsys.readouterr()
