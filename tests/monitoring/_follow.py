@@ -27,7 +27,7 @@ def follow_monitor(log: Path, checkpoint: Path, out: Path, *extra: str, every: s
         "imagenette_drift",
         "monitor",
         f"--log={log}",
-        f"--checkpoint={checkpoint}",
+        f"--ckpt_path={checkpoint}",
     ]
     command += [f"--out={out}", "--follow", f"--every={every}", f"--port={port}", "--threads=1", *extra]
     out.mkdir(parents=True, exist_ok=True)

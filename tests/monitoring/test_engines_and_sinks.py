@@ -123,7 +123,7 @@ def test_alert_goes_to_repository_dispatch_and_webhook_and_the_token_never_shows
     argv = [
         "monitor",
         f"--log={log_dir}",
-        f"--checkpoint={trained_checkpoint}",
+        f"--ckpt_path={trained_checkpoint}",
         f"--out={out}",
         "--window=20",
     ]
@@ -163,7 +163,7 @@ def test_a_failing_sink_is_reported_and_the_run_completes(
     failing = Recorder(status=500)
     try:
         out = tmp_path / "out"
-        argv = ["monitor", f"--log={log_dir}", f"--checkpoint={trained_checkpoint}", f"--out={out}"]
+        argv = ["monitor", f"--log={log_dir}", f"--ckpt_path={trained_checkpoint}", f"--out={out}"]
         cli_main([*argv, "--window=20", "--alert-k=2", f"--webhook={failing.url}/hook"])
     finally:
         failing.close()

@@ -46,7 +46,7 @@ def _copy(fleet: dict, tmp_path: Path) -> Path:
 
 
 def _monitor(log: Path, checkpoint: Path, out: Path, *extra: str) -> MonitorStatus:
-    cli_main(["monitor", f"--log={log}", f"--checkpoint={checkpoint}", f"--out={out}", "--threads=1", *extra])
+    cli_main(["monitor", f"--log={log}", f"--ckpt_path={checkpoint}", f"--out={out}", "--threads=1", *extra])
     return MonitorStatus.model_validate_json((out / "monitor_report.json").read_text())
 
 
@@ -244,3 +244,38 @@ def test_github_repo_without_a_token_is_refused(
     with pytest.raises(SystemExit):
         _monitor(tmp_path, trained_checkpoint, tmp_path / "out", "--github-repo=acme/models")
     assert "GITHUB_TOKEN" in capsys.readouterr().err
+
+
+def test_a_gs_log_in_the_storage_emulator_is_read_and_retention_deletes_there(
+    fleet: dict, trained_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch
+) -> None:
+    from tests.serve._gcs import StorageEmulator
+
+    emulator = StorageEmulator(tmp_path / "emulator.log").start()
+    try:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator.host)
+        old_day = (dt.datetime.now(dt.UTC) - dt.timedelta(days=40)).date().isoformat()
+        names = []
+        for path in sorted(fleet["root"].rglob("*.parquet")):
+            names.append(f"inference-log/{path.relative_to(fleet['root'])}")
+            emulator.upload("fleet-log", names[-1], path)
+        old = names[0].replace(f"date={T0.date().isoformat()}", f"date={old_day}")
+        emulator.upload("fleet-log", old, fleet["root"] / names[0].removeprefix("inference-log/"))
+        status = _monitor(
+            "gs://fleet-log/inference-log",
+            trained_checkpoint,
+            tmp_path / "out",
+            "--window=20",
+            "--log-retention-days=30",
+        )
+        assert "retention: deleted 1 log file(s)" in capsys.readouterr().out
+        remaining = {b.name for b in emulator.client().list_blobs("fleet-log")}
+        assert old not in remaining and remaining == set(names)
+        assert [w.n for w in status.windows] == [
+            20,
+            20,
+            20,
+            20,
+        ] and status.log == "gs://fleet-log/inference-log"
+    finally:
+        emulator.stop()

@@ -104,3 +104,13 @@ def test_alert_state_round_trips_through_its_dict() -> None:
     state = AlertState()
     _events("DDD", AlertPolicy(), state)
     assert AlertState.from_dict(state.to_dict()) == state and state.active
+
+
+def test_a_repeated_request_id_joins_once() -> None:
+    from imagenette_drift.monitoring.windows import unique_ids
+
+    keys = _keys([0, 1, 2, 3])
+    keys = pa.concat_tables([keys, keys.slice(1, 1)])  # r001 logged twice
+    assigned, _ = assign_windows(keys, WindowSpec.parse("2"), WindowCursor())
+    assert assigned.num_rows == 5
+    assert unique_ids(assigned)["request_id"].to_pylist() == ["r000", "r001", "r002", "r003"]

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from imagenette_drift.commands._options import add_checkpoint_option
 from imagenette_drift.monitoring.windows import WindowSpec, parse_duration
 
 
@@ -22,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log", default="outputs/inference-log", help="log root: a folder or gs://bucket/prefix"
     )
-    parser.add_argument("--checkpoint", required=True, help="the served checkpoint: a path or gs:// URI")
+    add_checkpoint_option(parser, "the served checkpoint: a path or gs:// URI", required=True)
     parser.add_argument(
         "--window",
         default="1h",
@@ -109,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.log_retention_days is not None and args.log_retention_days < 1:
             raise ValueError(f"--log-retention-days must be at least 1, got {args.log_retention_days}.")
         sinks = build_sinks(args.webhook, args.github_repo, os.environ)
-        context, sha = load_context(args.checkpoint, args.cache_dir, args.alpha)
+        context, sha = load_context(args.ckpt_path, args.cache_dir, args.alpha)
         config = MonitorConfig(
             log=args.log,
             out_dir=args.out,

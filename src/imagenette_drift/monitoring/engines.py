@@ -25,6 +25,7 @@ from imagenette_drift.monitoring.windows import (
     WindowSpec,
     advance,
     assign_windows,
+    unique_ids,
 )
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ def _run_duckdb(job: EngineInput) -> EngineOutput:
     source = f"read_parquet({_sql_list(job.files)}, union_by_name = true)"
     keys = con.sql(f"SELECT {', '.join(KEY_COLUMNS)} FROM {source}").to_arrow_table()
     assigned, bounds = assign_windows(keys, job.spec, job.cursor, job.lateness_s, job.flush)
-    con.register("assigned", assigned)
+    con.register("assigned", unique_ids(assigned))
     con.register("labels", job.labels)
     columns = ", ".join(f"p.{c}" for c in WINDOW_COLUMNS)
     query = (
@@ -201,12 +202,19 @@ def _run_ray(job: EngineInput, address: str | None) -> EngineOutput:
         from pyarrow.fs import FSSpecHandler, PyFileSystem
 
         filesystem = PyFileSystem(FSSpecHandler(job.filesystem))
-    ds = ray.data.read_parquet(job.files, columns=list(WINDOW_COLUMNS), filesystem=filesystem)
+    # One filesystem per read: the pending file (local) is read apart from gs:// log files.
+    remote = [f.split("://", 1)[1] for f in job.files if "://" in f]
+    local = [f for f in job.files if "://" not in f]
+    parts = [ray.data.read_parquet(local, columns=list(WINDOW_COLUMNS))] if local else []
+    if remote:
+        parts.append(ray.data.read_parquet(remote, columns=list(WINDOW_COLUMNS), filesystem=filesystem))
+    ds = parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
     keys = pa.concat_tables(ray.get(ds.select_columns(KEY_COLUMNS).to_arrow_refs())).combine_chunks()
     assigned, bounds = assign_windows(keys, job.spec, job.cursor, job.lateness_s, job.flush)
-    closed = pc.equal(assigned["status"], CLOSED)
-    closed_ids = assigned["request_id"].filter(closed).combine_chunks()
-    closed_windows = assigned["window"].filter(closed).combine_chunks()
+    joinable = unique_ids(assigned)
+    closed = pc.equal(joinable["status"], CLOSED)
+    closed_ids = joinable["request_id"].filter(closed).combine_chunks()
+    closed_windows = joinable["window"].filter(closed).combine_chunks()
     context = job.context
 
     def statistics(table: pa.Table) -> pa.Table:
@@ -219,7 +227,7 @@ def _run_ray(job: EngineInput, address: str | None) -> EngineOutput:
     if len(closed_ids):
         tagged = ds.map_batches(_tagger(closed_ids, closed_windows, job.labels), batch_format="pyarrow")
         rows = tagged.groupby("window").map_groups(statistics, batch_format="pyarrow").take_all()
-    pending_ids = assigned["request_id"].filter(pc.equal(assigned["status"], PENDING)).combine_chunks()
+    pending_ids = joinable["request_id"].filter(pc.equal(joinable["status"], PENDING)).combine_chunks()
 
     def pending_only(batch: pa.Table) -> pa.Table:
         return batch.filter(pc.is_in(batch["request_id"], value_set=pending_ids))

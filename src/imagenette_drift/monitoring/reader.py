@@ -31,7 +31,14 @@ class LogLocation:
 
     def __init__(self, url: str) -> None:
         self.url = str(url).rstrip("/")
-        self.fs, self.root = fsspec.core.url_to_fs(self.url)
+        if self.url.startswith("gs://"):
+            # gcsfs's core filesystem (JSON API; honours STORAGE_EMULATOR_HOST), not its experimental
+            # zonal/HNS wrapper, which needs the storage control API that emulators do not have.
+            from gcsfs.core import GCSFileSystem
+
+            self.fs, self.root = GCSFileSystem(), self.url.removeprefix("gs://")
+        else:
+            self.fs, self.root = fsspec.core.url_to_fs(self.url)
         self.is_local = isinstance(self.fs, LocalFileSystem)
 
     def full(self, relative: str) -> str:

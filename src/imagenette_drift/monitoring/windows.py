@@ -10,13 +10,16 @@ Both engines follow these rules. Records are ordered by (timestamp, request_id) 
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+log = logging.getLogger(__name__)
 _UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 US = 1_000_000
 
@@ -91,9 +94,8 @@ def assign_windows(
     """
     n = keys.num_rows
     ts = keys["timestamp"].cast(pa.int64()).to_numpy(zero_copy_only=False) if n else np.zeros(0, np.int64)
-    order = (
-        np.lexsort((np.asarray(keys["request_id"].to_pylist(), dtype=object).astype(str), ts)) if n else ts
-    )
+    sort_keys = [("timestamp", "ascending"), ("request_id", "ascending")]
+    order = pc.sort_indices(keys.select(["timestamp", "request_id"]), sort_keys=sort_keys).to_numpy()
     status = np.full(n, PENDING, dtype=np.int8)
     window = np.full(n, -1, dtype=np.int64)
     bounds: dict[int, tuple[int, int]] = {}
@@ -129,6 +131,20 @@ def assign_windows(
         {"request_id": keys["request_id"], "window": pa.array(window), "status": pa.array(status)}
     )
     return table, bounds
+
+
+def unique_ids(assigned: pa.Table) -> pa.Table:
+    """One row of `assign_windows`' table per request_id, for the engines' joins (request ids are UUIDs; a
+    file copied twice must not multiply rows): each copy of a repeated record joins the first one's window."""
+    if len(pc.unique(assigned["request_id"])) == assigned.num_rows:
+        return assigned
+    seen: set[str] = set()
+    keep = []
+    for rid in assigned["request_id"].to_pylist():
+        keep.append(rid not in seen)
+        seen.add(rid)
+    log.warning("%d records repeat a request_id already in the log; each copy is counted", keep.count(False))
+    return assigned.filter(pa.array(keep))
 
 
 def advance(cursor: WindowCursor, assigned: pa.Table, bounds: dict[int, tuple[int, int]]) -> WindowCursor:
