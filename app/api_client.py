@@ -17,11 +17,11 @@ import requests
 from backend import BackendError, DriftState, Prediction
 from pydantic import ValidationError
 
-from imagenette_drift.contract import PredictionAnswer
+from imagenette_drift.contract import MonitorStatus, PredictionAnswer
 
 log = logging.getLogger("imagenette_app")
 
-_Answer = TypeVar("_Answer", PredictionAnswer, DriftState)
+_Answer = TypeVar("_Answer", PredictionAnswer, DriftState, MonitorStatus)
 RETRY_STATUSES = frozenset({502, 503, 504})  # a proxy or an instance that is still starting
 
 
@@ -104,6 +104,10 @@ class ApiClient:
     def drift(self) -> DriftState:
         """The server's online drift monitor state (``GET /drift``)."""
         return _parse(DriftState, self._request("GET", "/drift"), "/drift")
+
+    def monitor_status(self) -> MonitorStatus:
+        """The window table and alert of an `imagenette monitor --follow` service (``GET /status``)."""
+        return _parse(MonitorStatus, self._request("GET", "/status"), "/status")
 
     def _request(self, method: str, route: str, **kwargs: Any) -> Any:
         """One call with retries; returns the decoded JSON body of a 2xx answer.

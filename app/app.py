@@ -6,6 +6,8 @@ from the environment, or from the same-named flags (`--help`):
 - ``API_URL``: the `imagenette serve` server to call (default http://127.0.0.1:8000).
 - ``APP_CHECKPOINT``: a `.ckpt` to run in this process instead (no server; needs torch and imagenette-drift).
 - ``API_TIMEOUT``: seconds per API attempt (default 30); a timed-out request is retried once.
+- ``MONITOR_URL``: an `imagenette monitor --follow` service whose window table the Monitoring tab shows
+  (default http://127.0.0.1:8010).
 - ``PORT`` or ``GRADIO_SERVER_PORT``: the app's port (default 7860); ``GRADIO_SERVER_NAME``: its host.
 """
 
@@ -28,6 +30,7 @@ from backend import Backend, BackendError
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 DEFAULT_API_URL = "http://127.0.0.1:8000"
+DEFAULT_MONITOR_URL = "http://127.0.0.1:8010"
 MAX_SIMULATED = 500  # images one "simulate drift" click may send
 
 log = logging.getLogger("imagenette_app")
@@ -43,6 +46,7 @@ class AppConfig:
         timeout: Seconds per API attempt.
         host: Interface to listen on; None lets gradio decide (``GRADIO_SERVER_NAME``, else 127.0.0.1).
         port: Port to listen on.
+        monitor_url: Root URL of an `imagenette monitor --follow` service (the Monitoring tab).
     """
 
     api_url: str = DEFAULT_API_URL
@@ -50,6 +54,7 @@ class AppConfig:
     timeout: float = 30.0
     host: str | None = None
     port: int = 7860
+    monitor_url: str = DEFAULT_MONITOR_URL
 
 
 def _positive_float(text: str) -> float:
@@ -99,13 +104,18 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         default=environ.get("PORT") or environ.get("GRADIO_SERVER_PORT") or "7860",
         help="port (env PORT or GRADIO_SERVER_PORT; default %(default)s)",
     )
+    parser.add_argument(
+        "--monitor-url",
+        default=environ.get("MONITOR_URL", DEFAULT_MONITOR_URL),
+        help="`imagenette monitor --follow` root URL for the Monitoring tab (env MONITOR_URL; default %(default)s)",
+    )
     return parser
 
 
 def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.environ) -> AppConfig:
     """Settings from flags, falling back to the environment."""
     args = build_parser(environ).parse_args(argv)
-    return AppConfig(args.api_url, args.checkpoint, args.timeout, args.host, args.port)
+    return AppConfig(args.api_url, args.checkpoint, args.timeout, args.host, args.port, args.monitor_url)
 
 
 def create_backend(config: AppConfig) -> Backend:
@@ -139,9 +149,26 @@ def _caption(stem: str) -> str:
 class Handlers:
     """The page's event handlers: every failure becomes a message on the page, never a traceback."""
 
-    def __init__(self, backend: Backend, corrupted: Sequence[Path] = ()) -> None:
+    def __init__(
+        self, backend: Backend, corrupted: Sequence[Path] = (), monitor_url: str = DEFAULT_MONITOR_URL
+    ) -> None:
         self.backend = backend
         self.corrupted = list(corrupted)
+        self.monitor_url = monitor_url  # set by the operator (MONITOR_URL), never by a visitor of the page
+
+    def monitor(self) -> str:
+        """The monitoring tab's HTML: the monitor's window table, or why it is unavailable."""
+        from api_client import ApiClient
+
+        try:
+            return display.monitor_table(ApiClient(self.monitor_url, timeout=30.0).monitor_status())
+        except ValueError as e:  # a URL that is not http(s)
+            return display.monitor_unavailable(BackendError("Bad monitor URL", str(e)))
+        except BackendError as e:
+            return display.monitor_unavailable(e)
+        except Exception:
+            log.exception("fetching the monitor status failed")
+            return display.monitor_unavailable(BackendError("Monitor status unavailable", "app error"))
 
     def classify(self, image_path: str | None) -> tuple:
         """(top-5 label, latency line, drift badge, message, familiarity line) for one image."""
@@ -190,10 +217,14 @@ class Handlers:
             return display.drift_unavailable_badge(BackendError("Drift status unavailable", "app error"))
 
 
-def build_demo(backend: Backend, examples_dir: Path = EXAMPLES_DIR) -> gr.Blocks:
-    """The page: image in; top-5 label, latency, familiarity, drift badge and messages out."""
+def build_demo(
+    backend: Backend, examples_dir: Path = EXAMPLES_DIR, monitor_url: str = DEFAULT_MONITOR_URL
+) -> gr.Blocks:
+    """The page: image in; top-5 label, latency, familiarity, drift badge and messages out; a Monitoring tab
+    with the fleet monitor's window table."""
     rows, captions = list_examples(examples_dir)
-    handlers = Handlers(backend, corrupted=[Path(p) for (p,) in rows if is_corrupted(Path(p))])
+    corrupted = [Path(p) for (p,) in rows if is_corrupted(Path(p))]
+    handlers = Handlers(backend, corrupted=corrupted, monitor_url=monitor_url)
     with gr.Blocks(title="Imagenette drift demo", analytics_enabled=False) as demo:
         gr.Markdown(
             "# Imagenette classifier with drift monitoring\n"
@@ -238,6 +269,15 @@ def build_demo(backend: Backend, examples_dir: Path = EXAMPLES_DIR) -> gr.Blocks
                 examples_per_page=len(rows),
                 label="Examples: real Imagenette images, then corrupted copies (one button sends a drift window of those)",
             )
+        # The fleet's view (`imagenette monitor --follow`), beside this server's own badge above.
+        with gr.Tab("Fleet monitoring", id="monitoring"):
+            gr.Markdown(
+                "The fleet's traffic, window by window, as `imagenette monitor --follow` sees it in the inference "
+                "log of every replica. Drifting windows are marked red."
+            )
+            load = gr.Button("Load windows", size="sm", elem_id="load-monitor")
+            table = gr.HTML(elem_id="monitor-table")
+            load.click(handlers.monitor, outputs=table, api_name="monitor")
     return demo
 
 
@@ -251,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"app.py: error: {e}", file=sys.stderr)
         raise SystemExit(2) from e
     log.info("serving predictions from %s", config.checkpoint or config.api_url)
-    build_demo(backend).launch(
+    build_demo(backend, monitor_url=config.monitor_url).launch(
         server_name=config.host,
         server_port=config.port,
         share=False,

@@ -6,12 +6,20 @@ from html import escape
 
 from backend import BackendError, DriftState, Prediction
 
+from imagenette_drift.contract import MonitorStatus
+
 BADGE_CSS = """
 #drift-badge .badge { padding: 0.6em 0.9em; border-radius: 0.5em; font-weight: 600; }
 #drift-badge .badge small { display: block; font-weight: 400; margin-top: 0.2em; }
 #drift-badge .ok { background: #dcfce7; color: #14532d; }
 #drift-badge .drifting { background: #fee2e2; color: #7f1d1d; }
 #drift-badge .warming_up, #drift-badge .off, #drift-badge .unknown { background: #f3f4f6; color: #374151; }
+#monitor-table table { border-collapse: collapse; font-size: 0.9em; }
+#monitor-table th, #monitor-table td { padding: 0.25em 0.6em; border-bottom: 1px solid #e5e7eb; text-align: right; }
+#monitor-table tr.drifting td { background: #fee2e2; color: #7f1d1d; font-weight: 600; }
+#monitor-table .alert { padding: 0.4em 0.8em; border-radius: 0.4em; display: inline-block; margin-bottom: 0.5em; }
+#monitor-table .alert.active { background: #fee2e2; color: #7f1d1d; }
+#monitor-table .alert.clear { background: #dcfce7; color: #14532d; }
 """
 
 
@@ -102,3 +110,56 @@ def drift_unavailable_badge(error: BackendError) -> str:
 def error_message(error: BackendError) -> str:
     """Markdown for the message box: the title in bold, then what to do."""
     return f"**{error.title}.** {error.detail}"
+
+
+# (JSON key, column header, format) of the monitoring tab's table, one row per window.
+MONITOR_COLUMNS = (
+    ("window", "window", "d"),
+    ("window_end", "end (UTC)", "time"),
+    ("n", "records", "d"),
+    ("n_replicas", "replicas", "d"),
+    ("mmd_p_value", "MMD p", ".3g"),
+    ("inputs_p_value", "inputs KS p", ".3g"),
+    ("label_shift_p_value", "label-shift p", ".3g"),
+    ("drift", "drift", "flag"),
+    ("n_labelled", "labelled", "d"),
+    ("realized_accuracy", "realized acc", ".3f"),
+    ("estimated_accuracy", "estimated acc", ".3f"),
+)
+
+
+def _cell(value: object, kind: str) -> str:
+    if value is None:
+        return "-"
+    if kind == "flag":
+        return "DRIFT" if value else "ok"
+    if kind == "time":
+        return f"{value:%Y-%m-%d %H:%M:%S}"
+    return format(value, kind)
+
+
+def monitor_table(state: MonitorStatus) -> str:
+    """HTML: the alert line, then one table row per window; drifting rows carry class `drifting`."""
+    alert = "active" if state.alert.active else "clear"
+    headline = "ALERT: the fleet's traffic drifts" if state.alert.active else "No drift alert"
+    parts = [
+        f'<div class="alert {alert}" data-alert="{alert}">{escape(headline)}</div>',
+        f"<p>{len(state.windows)} windows of {escape(state.window)} from {escape(state.log)}, "
+        f"updated {state.updated_at:%Y-%m-%d %H:%M:%S} UTC.</p>",
+        "<table><thead><tr>",
+        *(f"<th>{escape(title)}</th>" for _, title, _ in MONITOR_COLUMNS),
+        "</tr></thead><tbody>",
+    ]
+    for window in state.windows:
+        row = window.model_dump()
+        css = "drifting" if row["drift"] else "clean"
+        parts.append(f'<tr class="{css}" data-window="{int(row["window"])}">')
+        parts += [f"<td>{escape(_cell(row.get(key), kind))}</td>" for key, _, kind in MONITOR_COLUMNS]
+        parts.append("</tr>")
+    parts.append("</tbody></table>")
+    return "".join(parts)
+
+
+def monitor_unavailable(error: BackendError) -> str:
+    """What the monitoring tab shows when `/status` could not be fetched."""
+    return f'<div class="alert unknown" data-alert="unknown">Monitor status unavailable: {escape(str(error))}</div>'

@@ -33,6 +33,10 @@ EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
         "imagenette_drift.commands.serve:main",
         "Serve a checkpoint (path or gs:// URI) over REST with LitServe, with online drift monitoring.",
     ),
+    "monitor": (
+        "imagenette_drift.commands.monitor:main",
+        "Monitor a fleet from its inference log: drift, label shift and accuracy per window, with alerts.",
+    ),
     "export": (
         "imagenette_drift.commands.export:main",
         "Write a serving copy of a checkpoint (weights and model card, no optimizer state: about half the size).",

@@ -1,0 +1,149 @@
+"""`imagenette monitor`: drift, label shift and accuracy of the whole fleet, window by window, from the inference log."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from imagenette_drift.commands._options import add_checkpoint_option
+from imagenette_drift.monitoring.windows import WindowSpec, parse_duration
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imagenette monitor",
+        description="Read every replica's inference-log files (incrementally), test each window of traffic "
+        "against the checkpoint's drift reference, raise alerts with hysteresis, and write the window table "
+        "(windows.parquet), monitor_report.json/.md/.png and metrics.prom to --out.",
+    )
+    parser.add_argument(
+        "--log", default="outputs/inference-log", help="log root: a folder or gs://bucket/prefix"
+    )
+    add_checkpoint_option(parser, "the served checkpoint: a path or gs:// URI", required=True)
+    parser.add_argument(
+        "--window",
+        default="1h",
+        help="records per window (e.g. 500) or a UTC-aligned duration (e.g. 1h, 30m)",
+    )
+    parser.add_argument("--out", type=Path, default=Path("outputs/monitor"), help="output and state folder")
+    parser.add_argument("--engine", choices=("duckdb", "ray"), default="duckdb", help="query engine")
+    parser.add_argument(
+        "--ray-address", default=None, help="Ray cluster to join (e.g. auto); default: a local Ray instance"
+    )
+    parser.add_argument("--alpha", type=float, default=0.05, help="family-wise significance level per window")
+    parser.add_argument(
+        "--alert-k", type=int, default=3, help="drifting windows in a row that raise an alert"
+    )
+    parser.add_argument("--clear-k", type=int, default=3, help="clean windows in a row that clear it")
+    parser.add_argument("--cooldown", default="6h", help="no new alert this long after one was raised")
+    parser.add_argument(
+        "--lateness", default="2m", help="time windows: wait this long past a window's end for late files"
+    )
+    parser.add_argument(
+        "--flush", action="store_true", help="close the last, incomplete window too (a finished log)"
+    )
+    parser.add_argument("--webhook", default=None, help="POST alert events as JSON to this URL")
+    parser.add_argument(
+        "--github-repo",
+        default=None,
+        help="owner/name: send repository_dispatch (event 'retrain') on each raised alert; the token is read "
+        "from the GITHUB_TOKEN environment variable only",
+    )
+    parser.add_argument(
+        "--log-retention-days", type=int, default=None, help="delete log files older than this many days"
+    )
+    parser.add_argument(
+        "--follow", action="store_true", help="run on a schedule and serve /status and /metrics"
+    )
+    parser.add_argument("--every", default="5m", help="with --follow: time between runs")
+    parser.add_argument("--host", default="127.0.0.1", help="with --follow: interface to listen on")
+    parser.add_argument("--port", type=int, default=8010, help="with --follow: port of /status and /metrics")
+    parser.add_argument(
+        "--wandb", action="store_true", help="log each window to a W&B run (offline without a key)"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch and the engine")
+    parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "imagenette-drift")
+    return parser
+
+
+def load_context(checkpoint: str, cache_dir: Path, alpha: float):
+    """(WindowContext, checkpoint sha256) from the checkpoint's model card; no network weights are built."""
+    from imagenette_drift.card import CHECKPOINT_KEY, ModelCard
+    from imagenette_drift.checkpoint import file_sha256, read_checkpoint
+    from imagenette_drift.drift.reference import DriftReference
+    from imagenette_drift.monitoring.stats import WindowContext
+    from imagenette_drift.serve.storage import resolve_checkpoint
+
+    resolved = resolve_checkpoint(checkpoint, cache_dir)
+    card = ModelCard.from_dict(read_checkpoint(resolved.path)[CHECKPOINT_KEY])
+    if card.drift is None:
+        raise ValueError(
+            f"{checkpoint} carries no drift reference: train with the DriftCallback and --data.val_fraction > 0."
+        )
+    context = WindowContext(DriftReference.from_state_dict(card.drift), card.wnids, alpha=alpha)
+    return context, file_sha256(resolved.path)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    import torch
+
+    from imagenette_drift.monitoring.alerts import AlertPolicy
+    from imagenette_drift.monitoring.service import Monitor, MonitorConfig, follow, start_wandb
+    from imagenette_drift.monitoring.sinks import build_sinks
+    from imagenette_drift.serve.storage import StorageError
+
+    torch.set_num_threads(max(1, args.threads))
+    try:
+        spec = WindowSpec.parse(args.window)
+        policy = AlertPolicy(args.alert_k, args.clear_k, parse_duration(args.cooldown, "--cooldown"))
+        lateness = parse_duration(args.lateness, "--lateness")
+        every = parse_duration(args.every, "--every")
+        if args.log_retention_days is not None and args.log_retention_days < 1:
+            raise ValueError(f"--log-retention-days must be at least 1, got {args.log_retention_days}.")
+        sinks = build_sinks(args.webhook, args.github_repo, os.environ)
+        context, sha = load_context(args.ckpt_path, args.cache_dir, args.alpha)
+        config = MonitorConfig(
+            log=args.log,
+            out_dir=args.out,
+            spec=spec,
+            model_sha256=sha,
+            engine=args.engine,
+            ray_address=args.ray_address,
+            policy=policy,
+            lateness_s=lateness,
+            flush=args.flush,
+            retention_days=args.log_retention_days,
+            threads=max(1, args.threads),
+        )
+        monitor = Monitor(config, context, sinks)
+    except (ValueError, FileNotFoundError, StorageError) as e:
+        parser.error(str(e))
+    if args.wandb:
+        start_wandb(monitor)
+    if args.follow:
+        print(
+            f"monitoring {args.log} every {every:g} s; /status and /metrics on {args.host}:{args.port}",
+            flush=True,
+        )
+        follow(monitor, every, args.host, args.port)
+        return
+    status = monitor.run_once()
+    for name, reason in status.files_skipped.items():
+        print(f"skipped {name}: {reason}", file=sys.stderr)
+    print(
+        f"{len(status.windows)} window(s) of {status.window} in {args.out / 'windows.parquet'}; "
+        f"{status.files_read_this_run} new file(s) read, {status.pending_records} record(s) pending, "
+        f"{status.late_records} late; alert {'ACTIVE' if status.alert.active else 'clear'}",
+        flush=True,
+    )
+    if monitor.wandb_run is not None:
+        monitor.wandb_run.finish()
