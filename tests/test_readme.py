@@ -12,7 +12,9 @@ command is checked by what it calls:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import os
 import re
 import shlex
@@ -125,10 +127,13 @@ def _check_imagenette(args: list[str], env: dict[str, str]) -> None:
     command, rest = args[0], args[1:]
     if command in EXTRA_COMMANDS:
         module = importlib.import_module(EXTRA_COMMANDS[command][0].split(":")[0])
+        said = io.StringIO()
         try:
-            module.build_parser().parse_args([os.path.expandvars(a) for a in rest])
+            with contextlib.redirect_stderr(said):
+                module.build_parser().parse_args([os.path.expandvars(a) for a in rest])
         except SystemExit as e:
-            pytest.fail(f"`imagenette {' '.join(args)}` does not parse (exit {e.code})")
+            pytest.fail(f"`imagenette {' '.join(args)}` does not parse (exit {e.code}): {said.getvalue()}")
+        assert "deprecated" not in said.getvalue(), f"README uses an old spelling: {said.getvalue()}"
         return
     assert command in LIGHTNING_COMMANDS, f"unknown command imagenette {command}"
     from imagenette_drift.cli import cli_main
