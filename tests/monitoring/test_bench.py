@@ -12,7 +12,7 @@ from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-import monitor_bench  # noqa: E402
+import monitor_bench
 
 
 @pytest.mark.slow
