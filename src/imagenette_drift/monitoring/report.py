@@ -16,6 +16,7 @@ from imagenette_drift.monitoring.status import MonitorStatus
 
 TABLE_NAME = "windows.parquet"
 REPORT_NAME = "monitor_report"
+P_FLOOR = 1e-12  # the plot's lowest p-value
 
 
 def read_table(out_dir: Path) -> list[dict[str, Any]]:
@@ -93,7 +94,11 @@ def _plot(rows: list[dict[str, Any]], status: MonitorStatus, path: Path) -> Path
             for ax in (top, bottom):
                 ax.axvspan(r["window"] - 0.5, r["window"] + 0.5, color="red", alpha=0.12, lw=0)
     for name, marker in zip(TESTS, "os^", strict=True):
-        values = [(w, r[f"{name}_p_value"]) for w, r in zip(x, rows, strict=True) if r[f"{name}_p_value"]]
+        values = [
+            (w, max(r[f"{name}_p_value"], P_FLOOR))  # p = 0 (asymptotic tests) drawn at the floor
+            for w, r in zip(x, rows, strict=True)
+            if r[f"{name}_p_value"] is not None
+        ]
         if values:
             top.plot(*zip(*values, strict=True), marker + "-", label=name.replace("_", " "), alpha=0.8)
     top.axhline(status.alpha, color="red", linestyle="--", label=f"alpha = {status.alpha}")

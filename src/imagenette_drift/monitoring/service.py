@@ -39,6 +39,7 @@ from imagenette_drift.monitoring.status import AlertStatus, MonitorStatus, Windo
 from imagenette_drift.monitoring.windows import WindowCursor, WindowSpec
 
 log = logging.getLogger(__name__)
+PRINTED_ROWS = 50  # new windows printed per run; the table has them all
 
 
 @dataclass
@@ -212,7 +213,10 @@ class Monitor:
         self.gauges.update(status)
         self.gauges.write(self.out)
         if result.rows:
-            print(format_rows(result.rows), flush=True)
+            shown = result.rows[-PRINTED_ROWS:]
+            if len(result.rows) > len(shown):
+                print(f"... {len(result.rows) - len(shown)} earlier new window(s): see windows.parquet")
+            print(format_rows(shown), flush=True)
         for event in events:
             deliver(self.sinks, event, self.config.log)
         self._log_wandb(result.rows)
