@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 
@@ -40,6 +41,8 @@ def test_records_round_trip_through_parquet_files(tmp_path) -> None:
         LocalSink(tmp_path / "log"), tmp_path / "spill", SHA, "host-1", "torch", flush_records=4
     )
     sent = [payload(rng, image=b"raw" if i == 0 else None) for i in range(10)]
+    # familiarity, as a server whose card has a bank logs it (the others: a card without one, nulls)
+    sent[1] = dataclasses.replace(sent[1], knn_distance=0.75, energy=-6.5, unfamiliar=True)
     day = dt.datetime(2026, 3, 1, 23, 59, 59, tzinfo=dt.UTC)
     for i, item in enumerate(sent):
         # Two records after midnight: they belong to the next day's partition.
@@ -66,7 +69,9 @@ def test_records_round_trip_through_parquet_files(tmp_path) -> None:
         np.testing.assert_array_equal(np.float32(record["probs"]), item.probs)
         expected = image_statistics(torch.from_numpy(item.model_input)[None])[0].numpy()
         np.testing.assert_allclose(record["image_stats"], expected, rtol=1e-6)
-        assert record["image"] == (b"raw" if i == 0 else None) and record["unfamiliar"] is None
+        assert record["image"] == (b"raw" if i == 0 else None)
+        familiarity = (record["knn_distance"], record["energy"], record["unfamiliar"])
+        assert familiarity == ((0.75, -6.5, True) if i == 1 else (None, None, None))
     (label_file,) = (tmp_path / "log" / "labels").rglob("*.parquet")
     check_schema(pq.read_schema(label_file), "labels", str(label_file))
     assert pq.read_table(label_file).to_pylist()[0]["label_wnid"] == "n00000007"
