@@ -104,3 +104,15 @@ def test_harm_alert_needs_k_consecutive_windows_below_the_line():
     assert HarmAlert.from_state_dict(alert.state_dict()).consecutive == 1
     with pytest.raises(ValueError, match="drop_points"):
         HarmAlert(0.9, drop_points=0)
+
+
+def test_window_estimator_returns_the_chosen_estimate_of_a_numpy_window():
+    from imagenette_drift.drift.estimation import window_estimator
+
+    reference = EstimationReference.fit(*_calibrated(500, 2.0, seed=6))
+    probs = _calibrated(100, 2.0, seed=7)[0].softmax(1)
+    for method in ("atc_mc", "doc"):
+        estimator = window_estimator(reference.state_dict(), method)
+        assert estimator(probs.numpy(), None) == reference.estimate(probs)[method].estimate
+    with pytest.raises(ValueError, match="method must be one of"):
+        window_estimator(reference.state_dict(), "oracle")

@@ -17,6 +17,7 @@ Everything here is pure torch on softmax outputs, so it runs wherever the servin
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -33,6 +34,7 @@ __all__ = [
     "confidence_scores",
     "estimate_accuracy",
     "fit_temperature",
+    "window_estimator",
 ]
 
 Score = Literal["max_confidence", "negative_entropy"]
@@ -276,3 +278,20 @@ class HarmAlert:
         alert = cls(state["heldout_accuracy"], state["drop_points"], state["windows"])
         alert.consecutive = int(state["consecutive"])
         return alert
+
+
+def window_estimator(state: dict[str, Any], method: Method = "atc_mc") -> Callable[..., float]:
+    """A per-window estimator for a fleet monitor: `(probs (n, C) array, *context) -> estimated top-1`.
+
+    Args:
+        state: the model card's `estimation` field.
+        method: which estimate to return (ATC-MC by default; see `EstimationReference.estimate`).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}.")
+    reference = EstimationReference.from_state_dict(state)
+
+    def estimate(probs: Any, *_: Any) -> float:
+        return reference.estimate(torch.as_tensor(probs, dtype=torch.float32))[method].estimate
+
+    return estimate
