@@ -74,6 +74,7 @@ def load_context(checkpoint: str, cache_dir: Path, alpha: float):
     """(WindowContext, checkpoint sha256) from the checkpoint's model card; no network weights are built."""
     from imagenette_drift.card import CHECKPOINT_KEY, ModelCard
     from imagenette_drift.checkpoint import file_sha256, read_checkpoint
+    from imagenette_drift.drift.estimation import window_estimator
     from imagenette_drift.drift.reference import DriftReference
     from imagenette_drift.monitoring.stats import WindowContext
     from imagenette_drift.serve.storage import resolve_checkpoint
@@ -84,7 +85,11 @@ def load_context(checkpoint: str, cache_dir: Path, alpha: float):
         raise ValueError(
             f"{checkpoint} carries no drift reference: train with the DriftCallback and --data.val_fraction > 0."
         )
-    context = WindowContext(DriftReference.from_state_dict(card.drift), card.wnids, alpha=alpha)
+    # ATC-MC on the card's temperature and threshold fills the window table's `estimated_accuracy` (issue #15).
+    estimator = window_estimator(card.estimation) if card.estimation else None
+    context = WindowContext(
+        DriftReference.from_state_dict(card.drift), card.wnids, alpha=alpha, accuracy_estimator=estimator
+    )
     return context, file_sha256(resolved.path)
 
 
