@@ -41,6 +41,14 @@ EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
         "imagenette_drift.commands.export:main",
         "Write a serving copy of a checkpoint (weights and model card, no optimizer state: about half the size).",
     ),
+    "registry": (
+        "imagenette_drift.commands.registry:main",
+        "Register exported checkpoints (a folder or gs:// prefix), list them, promote a champion atomically.",
+    ),
+    "gate": (
+        "imagenette_drift.commands.gate:main",
+        "Compare a candidate with the champion on the same test set; exit 1 when the candidate is worse.",
+    ),
     "report": (
         "imagenette_drift.commands.report:main",
         "Write report.md (metrics, learning curves, confusion matrix, drift, profiler) for CML.",

@@ -18,7 +18,8 @@ EMULATOR = Path(sys.executable).with_name("gcp-storage-emulator")
 class StorageEmulator:
     """`gcp-storage-emulator start --in-memory` on a free port; `host` goes in STORAGE_EMULATOR_HOST."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, launcher: tuple[str, ...] = (str(EMULATOR),)) -> None:
+        self.launcher = launcher  # the emulator's executable (a wrapper script: python + its path)
         self.port = free_port()
         self.host = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -27,7 +28,7 @@ class StorageEmulator:
     def start(self, timeout: float = 30.0) -> StorageEmulator:
         self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop)
         command = [
-            str(EMULATOR),
+            *self.launcher,
             "start",
             "--host",
             "127.0.0.1",

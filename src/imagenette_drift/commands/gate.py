@@ -1,0 +1,120 @@
+"""`imagenette gate`: compare a candidate with the champion on the same test set; exit 1 when it is refused."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from imagenette_drift.checkpoint import InferenceModel, load_for_inference
+from imagenette_drift.data.layout import scan_split
+from imagenette_drift.data.root import resolve_root
+from imagenette_drift.errors import BadCheckpointError, MissingCheckpointError, UserError
+from imagenette_drift.gate import decide, evaluate, format_table, write_outputs
+
+REFUSED_EXIT = 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imagenette gate",
+        description="Evaluate a candidate and the champion on the same test set (the root's val/ folder) with "
+        "the serving code's evaluation; print a side-by-side markdown table. Exit 0 when the candidate's top-1 "
+        "is at least the champion's minus --tolerance (with no champion: at least --min-accuracy), else 1.",
+        allow_abbrev=False,
+    )
+    parser.add_argument(
+        "--candidate", required=True, help="a .ckpt path, gs:// URI, or a version in --registry"
+    )
+    parser.add_argument(
+        "--champion",
+        default=None,
+        help="a .ckpt path, gs:// URI, or a version in --registry (`champion`: the registry's); omit when "
+        "there is none yet",
+    )
+    parser.add_argument(
+        "--registry", default=None, help="a registry folder or gs:// prefix to resolve versions"
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.005,
+        help="how far (a fraction: 0.005 = 0.5 points) below the champion's top-1 the candidate may be",
+    )
+    parser.add_argument(
+        "--min-accuracy", type=float, default=0.85, help="the top-1 required when there is no champion"
+    )
+    parser.add_argument(
+        "--data.root",
+        dest="root",
+        type=Path,
+        default=None,
+        help="data root whose val/ folder is the test set (default: $IMAGENETTE_DATA, else data/imagenette2-160)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        action="append",
+        default=[],
+        help="write the table (.md) or the decision (.json); repeat for both",
+    )
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--cache-dir", type=Path, default=Path(".cache/imagenette/gate"), help="where gs:// models download"
+    )
+    return parser
+
+
+def _load(value: str, flag: str, args: argparse.Namespace) -> InferenceModel:
+    """A checkpoint path, a gs:// URI, or a registry version, loaded for inference."""
+    if value.startswith("gs://"):
+        from imagenette_drift.serve.storage import StorageError, resolve_checkpoint
+
+        try:
+            return load_for_inference(resolve_checkpoint(value, args.cache_dir).path)
+        except StorageError as e:
+            raise UserError(f"{flag}: {e}") from e
+    if Path(value).is_file() or args.registry is None:
+        try:
+            return load_for_inference(value)
+        except MissingCheckpointError as e:
+            raise MissingCheckpointError(f"{flag}: {e}") from e
+    from imagenette_drift.registry.base import open_registry
+
+    return load_for_inference(open_registry(args.registry).fetch(value, args.cache_dir))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 0 <= args.tolerance < 1 or not 0 <= args.min_accuracy <= 1:
+        parser.error("--tolerance must be in [0, 1) and --min-accuracy in [0, 1] (fractions, not percents)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    candidate = _load(args.candidate, "--candidate", args)
+    champion = None if args.champion is None else _load(args.champion, "--champion", args)
+    if champion is not None and champion.card.wnids != candidate.card.wnids:
+        raise BadCheckpointError(
+            "--candidate and --champion predict different classes (their model cards' wnids differ); the gate "
+            "compares models of the same task only."
+        )
+    try:
+        split = scan_split(resolve_root(args.root), "val", candidate.card.wnids)
+    except UserError as e:
+        raise type(e)(f"--data.root: {e}") from e
+    decision = decide(
+        evaluate(candidate, split, args.candidate, args.batch_size),
+        None if champion is None else evaluate(champion, split, args.champion, args.batch_size),
+        args.tolerance,
+        args.min_accuracy,
+    )
+    print(format_table(decision))
+    write_outputs(decision, args.output)
+    sys.stdout.flush()
+    if not decision.passed:
+        print(f"imagenette gate: refused: {decision.reason}", file=sys.stderr)
+        raise SystemExit(REFUSED_EXIT)
