@@ -36,7 +36,7 @@ def accuracies(trained_checkpoint: Path, worse_checkpoint: Path) -> dict[str, fl
     """Both models' top-1 on the sample's val folder, computed directly image by image (not by the gate)."""
     found = {"trained": _top1(trained_checkpoint), "worse": _top1(worse_checkpoint)}
     # The fixtures must really differ by more than the tolerance, or the decisions below prove nothing.
-    assert found["trained"] - found["worse"] > 0.05, found
+    assert found["trained"] - found["worse"] > 0.02, found  # at least one image beyond the tolerance
     return found
 
 
