@@ -45,7 +45,8 @@ def export_checkpoint(source: str | Path, dest: str | Path) -> dict[str, int | s
     checkpoint = read_checkpoint(source)
     slim = {key: checkpoint[key] for key in KEPT_KEYS if key in checkpoint}
     with atomic_path(dest) as tmp:
-        torch.save(slim, tmp)
+        with open(tmp, "wb") as f:  # a file object: the archive's inner name is fixed, not the temp file's,
+            torch.save(slim, f)  # so the same checkpoint always exports to the same bytes (and sha256)
         loaded = load_for_inference(tmp)  # the copy must load as the server will load it (and is hashed so)
     return {
         "source_bytes": source.stat().st_size,
