@@ -14,6 +14,8 @@ from imagenette_drift.gate import evaluate
 from imagenette_drift.registry import open_registry
 from tests.conftest import SAMPLE_ROOT
 
+pytestmark = pytest.mark.slow  # trains two real models (the session's and a worse one)
+
 
 def _gate(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     capsys.readouterr()

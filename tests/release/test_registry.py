@@ -33,6 +33,7 @@ def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     return capsys.readouterr().out
 
 
+@pytest.mark.slow  # real checkpoints (trained in the session)
 def test_register_list_show_with_lineage(
     location: str, trained_checkpoint: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -82,6 +83,7 @@ def _two_versions(location: str, first: Path, second: Path) -> tuple[str, str]:
     return registry.register(first)[0].version, registry.register(second)[0].version
 
 
+@pytest.mark.slow  # real checkpoints (trained in the session)
 def test_two_concurrent_promoters_exactly_one_wins(
     location: str, trained_checkpoint: Path, worse_checkpoint: Path
 ) -> None:
@@ -106,6 +108,7 @@ def test_two_concurrent_promoters_exactly_one_wins(
     assert open_registry(location).champion().version == winners[0]
 
 
+@pytest.mark.slow  # real checkpoints (trained in the session)
 def test_many_threads_racing_the_pointer_leave_one_champion(
     location: str, trained_checkpoint: Path, worse_checkpoint: Path
 ) -> None:
