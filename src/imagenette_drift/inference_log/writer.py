@@ -1,12 +1,12 @@
 """The replica side of the inference log: a background thread that batches records into Parquet files.
 
 The request path only calls `submit_prediction` / `submit_label`, which put a tuple on a bounded queue and
-never block or raise: when the queue is full the record is dropped and counted. The writer thread computes
-what is too slow for the request path (the input statistics of `drift.image_stats`, about 2 ms per image),
-buffers rows, and every `flush_records` rows or `flush_seconds` (and on `flush`/`close`, which SIGTERM
-calls) writes one Parquet file per (kind, date) partition and publishes it through the sink. A file the sink
-refuses is spilled to a local folder and retried later; a file that cannot be spilled either is dropped and
-counted. Memory is bounded by the queue (`max_queue` model inputs) plus one batch of compact rows.
+never block or raise: when the queue is full the record is dropped and counted. The writer thread buffers
+rows and every `flush_records` rows or `flush_seconds` (and on `flush`/`close`, which SIGTERM calls) writes
+one Parquet file per (kind, date) partition and publishes it through the sink. A file the sink refuses is
+spilled to a local folder and retried later; a file that cannot be spilled either is dropped and counted.
+Memory is bounded by the queue (`max_queue` compact records) plus one batch of rows. The input statistics
+of `drift.image_stats` arrive computed: the inference worker runs them on each batch it has just served.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from imagenette_drift.inference_log.sink import LogSink, SinkError
 
 log = logging.getLogger(__name__)
 
-STATS_CHUNK = 64  # model inputs per image_statistics call
+TAKE_CHUNK = 64  # queued records taken per wake-up, at least
 COMPRESSION = "zstd"
 MAX_RETRY_S = 60.0  # longest wait between retries of spilled files
 
@@ -46,15 +46,16 @@ MAX_RETRY_S = 60.0  # longest wait between retries of spilled files
 class PredictionPayload:
     """What an inference worker knows about one served image (picklable: numpy and bytes only).
 
-    `model_input` is the uint8 (3, S, S) image after the eval transform, the image the drift reference's
-    input statistics were computed on; the writer thread turns it into `image_stats` and then drops it.
+    `image_stats` are `drift.image_stats.image_statistics` of the model input (the uint8 (3, S, S) image
+    after the eval transform, the image the drift reference's input statistics were computed on), computed by
+    the worker on its batch.
     """
 
     predicted_wnid: str
     confidence: float
     probs: np.ndarray  # float32 (C,), the card's class order
     embedding: bytes  # float16 little-endian (D,)
-    model_input: np.ndarray  # uint8 (3, S, S)
+    image_stats: np.ndarray  # float32 (12,), drift.image_stats.FEATURE_NAMES
     width: int
     height: int
     format: str
@@ -253,7 +254,7 @@ class InferenceLogWriter:
             items.append(self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait())
         except queue.Empty:
             return items
-        while len(items) < max(STATS_CHUNK, self.flush_records):
+        while len(items) < max(TAKE_CHUNK, self.flush_records):
             try:
                 items.append(self._queue.get_nowait())
             except queue.Empty:
@@ -267,17 +268,15 @@ class InferenceLogWriter:
         return self._oldest is not None and time.monotonic() - self._oldest >= self.flush_seconds
 
     def _absorb(self, items: list[tuple]) -> None:
-        """Turn queued items into compact rows (computing input statistics in chunks)."""
+        """Turn queued items into rows."""
         if not items:
             return
         predictions = [item for kind, item in items if kind == "predictions"]
         labels = [item for kind, item in items if kind == "labels"]
-        rows: list[tuple] = []
-        for start in range(0, len(predictions), STATS_CHUNK):
-            chunk = predictions[start : start + STATS_CHUNK]
-            stats = _input_statistics([payload.model_input for payload, *_ in chunk])
-            for (payload, request_id, timestamp, latency_ms), row_stats in zip(chunk, stats, strict=True):
-                rows.append((request_id, timestamp, payload, row_stats, latency_ms))
+        rows = [
+            (request_id, timestamp, payload, payload.image_stats, latency_ms)
+            for payload, request_id, timestamp, latency_ms in predictions
+        ]
         with self._lock:
             self._rows["predictions"].extend(rows)
             self._rows["labels"].extend(labels)
@@ -425,13 +424,3 @@ def _parquet_bytes(table: pa.Table) -> bytes:
     out = pa.BufferOutputStream()
     pq.write_table(table, out, compression=COMPRESSION)
     return out.getvalue().to_pybytes()
-
-
-def _input_statistics(inputs: list[np.ndarray]) -> np.ndarray:
-    """`drift.image_stats.image_statistics` of uint8 (3, S, S) model inputs -> (N, 12) float32."""
-    import torch
-
-    from imagenette_drift.drift.image_stats import image_statistics
-
-    with torch.inference_mode():
-        return image_statistics(torch.from_numpy(np.stack(inputs))).numpy()

@@ -15,6 +15,7 @@ from imagenette_drift.card import ModelCard
 from imagenette_drift.checkpoint import load_for_inference
 from imagenette_drift.contract import TOP_K, FamiliarityAnswer, PredictionAnswer
 from imagenette_drift.drift.familiarity import FamiliarityReference
+from imagenette_drift.drift.image_stats import image_statistics
 from imagenette_drift.inference_log.writer import PredictionPayload
 from imagenette_drift.serve.batching import GreedyBatchedLoop
 from imagenette_drift.serve.decode import RequestError, RequestRejected, open_image, request_bytes
@@ -37,12 +38,14 @@ class _Input:
 
 @dataclasses.dataclass(frozen=True)
 class _Output:
-    """One image's softmax (C,) and penultimate embedding (D,), both float32, its input and familiarity."""
+    """One image's softmax (C,) and penultimate embedding (D,), both float32, its input, familiarity and (with
+    the inference log on) its input statistics."""
 
     probs: np.ndarray
     features: np.ndarray
     source: _Input
     familiarity: dict[str, Any] | None = None  # {"knn_distance", "energy", "unfamiliar"}, None without a bank
+    image_stats: np.ndarray | None = None  # float32 (12,) `image_statistics` of the model input, log only
 
 
 class ImagenetteAPI(ls.LitAPI):
@@ -81,8 +84,9 @@ class ImagenetteAPI(ls.LitAPI):
             cache_dir: Folder for the exported ONNX model.
             max_batch_size: Most requests per forward pass.
             batch_timeout: Longest wait for more requests, only when others are already queued (greedy batching).
-            log_records: Send each answer's inference-log payload (embedding, model input, image facts) back with
-                its response, for the API process's log writer.
+            log_records: Send each answer's inference-log payload (embedding, input statistics, image facts) back
+                with its response, for the API process's log writer; the worker computes the input statistics,
+                once per batch.
             log_images: Include the original image bytes in that payload (`--log-images`).
         """
         loop = GreedyBatchedLoop() if max_batch_size > 1 else "auto"
@@ -142,13 +146,17 @@ class ImagenetteAPI(ls.LitAPI):
         good = [i for i, item in enumerate(items) if not isinstance(item, RequestError)]
         outputs: list[_Output | RequestError] = list(items)
         if good:
-            features, probs = self.runtime(torch.stack([items[i].tensor for i in good]))
+            inputs = torch.stack([items[i].tensor for i in good])
+            features, probs = self.runtime(inputs)
             self.channel.publish(features, probs)
             familiarity = (
                 self.familiarity.score_json(features) if self.familiarity is not None else [None] * len(good)
             )
+            # The log's input statistics, here where the model input already is: 12 floats travel back to the
+            # API process instead of the 3 x S x S image (about 0.2 ms of CPU per image, one call per batch).
+            stats = image_statistics(inputs).numpy() if self.log_records else [None] * len(good)
             for row, i in enumerate(good):
-                outputs[i] = _Output(probs[row], features[row], items[i], familiarity[row])
+                outputs[i] = _Output(probs[row], features[row], items[i], familiarity[row], stats[row])
         return outputs
 
     def encode_response(self, output: _Output | RequestError) -> PredictionAnswer:
@@ -169,7 +177,7 @@ class ImagenetteAPI(ls.LitAPI):
             confidence=answer["confidence"],
             probs=np.asarray(output.probs, dtype=np.float32),
             embedding=np.asarray(output.features, dtype="<f2").tobytes(),
-            model_input=source.tensor.numpy(),
+            image_stats=output.image_stats,
             width=source.width,
             height=source.height,
             format=source.format,
