@@ -73,8 +73,9 @@ def _uint8_image_statistics(x: np.ndarray, out: np.ndarray) -> None:
     out[3:6] = np.sqrt(np.maximum(n * s2 - s1 * s1, 0.0) / (n * (n - 1.0))) / 255.0
     high, low = x.max(axis=0), x.min(axis=0)
     # (high - low) / high, 0 where high == 0 (the float path divides by high clamped to 1e-3 there: 0 too).
-    ratio = (high - low).astype(np.float32)
-    ratio /= np.maximum(high.astype(np.float32), 1.0)
+    high_f = high.astype(np.float32)
+    ratio = high_f - low
+    ratio /= np.maximum(high_f, 1.0, out=high_f)
     saturation = float(ratio.sum()) / n
     clipped_dark = np.count_nonzero(high <= 2) / n
     clipped_bright = np.count_nonzero(low >= 253) / n
@@ -91,20 +92,26 @@ def _uint8_image_statistics(x: np.ndarray, out: np.ndarray) -> None:
     laplacian_mean = laplacian.sum(dtype=np.int64) / (765.0 * (height - 2) * (width - 2))
     np.abs(dx, out=dx)
     np.abs(dy, out=dy)
-    column_steps = dx.sum(axis=0, dtype=np.int64) / (765.0 * height)  # (W-1,) mean |step| per column
-    row_steps = dy.sum(axis=1, dtype=np.int64) / (765.0 * width)  # (H-1,) per row
-    gradient = column_steps.mean() + row_steps.mean()
-    blockiness = _phase_ratio_1d(column_steps) + _phase_ratio_1d(row_steps)
+    column_sums = dx.sum(axis=0, dtype=np.int64)  # (W-1,) sum of |step| per column, over H rows
+    row_sums = dy.sum(axis=1, dtype=np.int64)  # (H-1,) per row, over W columns
+    gradient = int(column_sums.sum()) / (765.0 * height * (width - 1)) + int(row_sums.sum()) / (
+        765.0 * width * (height - 1)
+    )
+    blockiness = _phase_ratio_of_sums(column_sums, 765.0 * height) + _phase_ratio_of_sums(
+        row_sums, 765.0 * width
+    )
     out[6:] = (saturation, gradient, laplacian_mean, blockiness, clipped_dark, clipped_bright)
 
 
-def _phase_ratio_1d(steps: np.ndarray, period: int = 8) -> float:
-    """`_phase_ratio` of one image's (L,) mean steps; nan when L < period (as the float path)."""
-    usable = len(steps) - len(steps) % period
+def _phase_ratio_of_sums(sums: np.ndarray, scale: float, period: int = 8) -> float:
+    """`_phase_ratio` of one image's (L,) integer step sums, each `scale` x its mean step in the float path's
+    units; nan when L < period (as the float path)."""
+    usable = len(sums) - len(sums) % period
     if usable == 0:
         return float("nan")
-    phases = steps[:usable].reshape(-1, period).mean(axis=0)
-    return float(phases.max() / max(phases.mean(), 1e-6))
+    phases = sums[:usable].reshape(-1, period).sum(axis=0).tolist()  # exact integers
+    per_phase = scale * (usable // period)  # phase sum / per_phase = the phase's mean step
+    return (max(phases) / per_phase) / max(sum(phases) / (period * per_phase), 1e-6)
 
 
 def _float_statistics(x: Tensor) -> Tensor:
