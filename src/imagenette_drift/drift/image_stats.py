@@ -7,6 +7,8 @@ with a per-feature KS test (Bonferroni-corrected), like the softmax outputs.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -66,11 +68,12 @@ def _uint8_image_statistics(x: np.ndarray, out: np.ndarray) -> None:
     _, height, width = x.shape
     n = height * width
     # Channel moments from exact float64 sums of integers: var = (n S2 - S1^2) / (n (n - 1)), like Tensor.std.
-    values = x.reshape(3, n).astype(np.float64)
-    s1 = values.sum(axis=1)
-    s2 = np.array([np.dot(channel, channel) for channel in values])
-    out[:3] = s1 / (255.0 * n)
-    out[3:6] = np.sqrt(np.maximum(n * s2 - s1 * s1, 0.0) / (n * (n - 1.0))) / 255.0
+    values = np.empty(n, dtype=np.float64)  # one channel at a time: a small footprint stays in cache
+    for c in range(3):
+        np.copyto(values, x[c].reshape(n))
+        s1, s2 = float(values.sum()), float(np.dot(values, values))
+        out[c] = s1 / (255.0 * n)
+        out[3 + c] = math.sqrt(max(n * s2 - s1 * s1, 0.0) / (n * (n - 1.0))) / 255.0 if n > 1 else math.nan
     high, low = x.max(axis=0), x.min(axis=0)
     # (high - low) / high, 0 where high == 0 (the float path divides by high clamped to 1e-3 there: 0 too).
     high_f = high.astype(np.float32)
