@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -167,6 +168,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args.work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="log_bench-"))
     args.work_dir.mkdir(parents=True, exist_ok=True)
     images = [path.read_bytes() for path in sorted(args.images.rglob("*.JPEG"))]
+    load_before = os.getloadavg()[0]
     log = args.work_dir / "inference-log"
     servers = {}
     for name, target in (("no-log", None), ("log", log)):
@@ -238,6 +240,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     summary = {
         "machine_note": "2 shared cores; other jobs may have run at the same time",
+        "load_average_1min_before_after": [load_before, os.getloadavg()[0]],
         "runtime": args.runtime,
         "threads": args.threads,
         "requests": args.requests,
