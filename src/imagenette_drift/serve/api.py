@@ -153,7 +153,7 @@ class ImagenetteAPI(ls.LitAPI):
                 self.familiarity.score_json(features) if self.familiarity is not None else [None] * len(good)
             )
             # The log's input statistics, here where the model input already is: 12 floats travel back to the
-            # API process instead of the 3 x S x S image (about 0.2 ms of CPU per image, one call per batch).
+            # API process instead of the 3 x S x S image (0.2-0.6 ms of CPU per image, one call per batch).
             stats = image_statistics(inputs).numpy() if self.log_records else [None] * len(good)
             for row, i in enumerate(good):
                 outputs[i] = _Output(probs[row], features[row], items[i], familiarity[row], stats[row])
