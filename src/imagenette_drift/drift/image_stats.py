@@ -37,7 +37,7 @@ def image_statistics(images: Tensor) -> Tensor:
 
     uint8 images on the CPU (what serving and the data loaders give) take an integer path, one image at a
     time (one thread, 176 px: about 0.2 ms per image against 0.9-1.3 ms for the float path with warm caches,
-    0.55 against 1.1 ms right after a model's forward pass; benchmarks/image_stats_speed.py): gray is the
+    0.55 against 1.1 ms at 160 px right after a forward pass; benchmarks/image_stats_speed.py): gray is the
     exact integer r+g+b, its steps and Laplacian are exact int16, the channel moments exact float64 sums. It
     gives the float path's values to float32 rounding (tests/drift/test_image_stats.py checks that against
     the float definition); float images, and images on other devices, take the float definition itself.
