@@ -5,6 +5,8 @@ same checkpoint, alternating, `--repeat` times each, and prints both side by sid
 
 - `health_s`: wall seconds from starting the process to the first 200 from GET /health (polled every 50 ms);
   the worker has loaded and warmed the model by then.
+- `cpu_s`: CPU seconds (user + system) the server's processes had used by then: on a busy shared machine
+  this moves far less than wall time, which waits for the other jobs' turns on the cores.
 - `worker_rss_mib`: resident memory of the inference worker (the spawned process that loads the model), read
   with psutil once /health answers 200.
 
@@ -94,10 +96,15 @@ def measure(src: Path, checkpoint: Path, workdir: Path, timeout: float = 240.0) 
                 pass
             time.sleep(0.05)
         health_s = time.perf_counter() - start
-        workers = inference_workers(psutil.Process(process.pid))
+        root = psutil.Process(process.pid)
+        workers = inference_workers(root)
         if len(workers) != 1:
             raise RuntimeError(f"expected one inference worker, found {len(workers)}")
-        return {"health_s": health_s, "worker_rss_mib": workers[0].memory_info().rss / 2**20}
+        return {
+            "health_s": health_s,
+            "cpu_s": _tree_cpu_seconds(root),
+            "worker_rss_mib": workers[0].memory_info().rss / 2**20,
+        }
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -105,6 +112,18 @@ def measure(src: Path, checkpoint: Path, workdir: Path, timeout: float = 240.0) 
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def _tree_cpu_seconds(root: psutil.Process) -> float:
+    """User + system CPU seconds of `root` and its live descendants."""
+    total = 0.0
+    for proc in (root, *root.children(recursive=True)):
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def git_describe(ref: str) -> str:
@@ -151,7 +170,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
 def _print(runs: dict[str, list[dict[str, float]]], medians: dict[str, dict[str, float]]) -> None:
     names = list(runs)
     print(f"{'':<22}" + "".join(f"{name:>28}" for name in names))
-    for key, label in (("health_s", "/health 200 (s)"), ("worker_rss_mib", "worker RSS (MiB)")):
+    rows = (
+        ("health_s", "/health 200 (s)"),
+        ("cpu_s", "CPU until then (s)"),
+        ("worker_rss_mib", "worker RSS (MiB)"),
+    )
+    for key, label in rows:
         cells = [", ".join(f"{run[key]:.1f}" for run in runs[name]) for name in names]
         print(f"{label:<22}" + "".join(f"{cell:>28}" for cell in cells))
         print(f"{'  median':<22}" + "".join(f"{medians[name][key]:>28.1f}" for name in names))

@@ -115,4 +115,4 @@ def test_cold_start_times_both_trees_and_reads_the_workers_memory(
     for name, (run,) in result["runs"].items():
         assert result["median"][name] == run
         # a worker holding torch, timm and a ResNet-18 is well over 100 MiB; /health took real time
-        assert run["worker_rss_mib"] > 100 and 0 < run["health_s"] < 240
+        assert run["worker_rss_mib"] > 100 and 0 < run["health_s"] < 240 and run["cpu_s"] > 1

@@ -17,10 +17,8 @@ import torch
 from torch import nn
 
 from imagenette_drift.card import CHECKPOINT_KEY, ModelCard
-from imagenette_drift.data.images import build_eval_transform
 from imagenette_drift.errors import BadCheckpointError, MissingCheckpointError
 from imagenette_drift.hashing import file_sha256
-from imagenette_drift.models.net import ImagenetteNet
 
 STATE_PREFIX = "net."
 
@@ -36,6 +34,8 @@ class InferenceModel:
     @property
     def transform(self):
         """The training eval transform (uint8 (3, H, W) in, uint8 (3, S, S) out)."""
+        from imagenette_drift.data.images import build_eval_transform  # torchvision: only where images are
+
         return build_eval_transform(self.card.image_size)
 
     @torch.inference_mode()
@@ -87,6 +87,9 @@ def load_for_inference(
     path: str | Path, map_location: str | torch.device = "cpu", channels_last: bool = True
 ) -> InferenceModel:
     """Build the network described by a checkpoint's model card and load its weights, in eval mode."""
+    # timm (and torchvision) load here, not at import: a process that only reads cards stays light.
+    from imagenette_drift.models.net import ImagenetteNet
+
     checkpoint = read_checkpoint(path, map_location)
     card = ModelCard.from_dict(checkpoint[CHECKPOINT_KEY])
     net = ImagenetteNet(

@@ -83,7 +83,7 @@ def _load(value: str, flag: str, args: argparse.Namespace) -> InferenceModel:
             return load_for_inference(value)
         except MissingCheckpointError as e:
             raise MissingCheckpointError(f"{flag}: {e}") from e
-    from imagenette_drift.registry.base import open_registry
+    from imagenette_drift.registry.opening import open_registry
 
     return load_for_inference(open_registry(args.registry).fetch(value, args.cache_dir))
 

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from imagenette_drift.commands._options import add_checkpoint_option
-from imagenette_drift.registry.base import ANY, ModelVersion, Registry, open_registry
+from imagenette_drift.registry.base import ANY, ModelVersion, Registry
+from imagenette_drift.registry.opening import open_registry
 
 REGISTRY_ENV_VAR = "IMAGENETTE_REGISTRY"
 NO_CHAMPION = "none"

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from torchvision.transforms import v2
+
+if TYPE_CHECKING:  # torchvision is imported by the transform builders only: decoding does not need it
+    from torchvision.transforms import v2
 
 
 def pil_to_rgb(image: Image.Image) -> Image.Image:
@@ -76,6 +79,8 @@ def build_eval_transform(image_size: int) -> v2.Compose:
     Extreme shapes are first centre-cropped to `MAX_ASPECT` (see `CropToAspect`), so that the cost of an
     image is bounded by its pixels, not by its shape.
     """
+    from torchvision.transforms import v2
+
     return v2.Compose(
         [
             CropToAspect(MAX_ASPECT),
@@ -87,6 +92,8 @@ def build_eval_transform(image_size: int) -> v2.Compose:
 
 def build_train_transform(image_size: int, min_scale: float = 0.35, hflip: bool = True) -> v2.Compose:
     """Random-resized crop to `image_size` (area scale in [min_scale, 1]) and optional horizontal flip."""
+    from torchvision.transforms import v2
+
     steps: list[v2.Transform] = [
         v2.RandomResizedCrop(
             image_size,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy import stats
 from torch import Tensor
 
 __all__ = [
@@ -87,6 +86,8 @@ def ks_pvalues(statistic: Tensor, n: int, m: int) -> np.ndarray:
     """Asymptotic two-sided KS p-values, identical to ``scipy.stats.ks_2samp(..., method="asymp")``."""
     big, small = max(n, m), min(n, m)
     effective_n = np.round(big * small / (big + small))
+    from scipy import stats  # here, not at import: the online monitor (serving) never needs scipy
+
     return stats.kstwo.sf(statistic.detach().cpu().numpy(), effective_n)
 
 
@@ -127,6 +128,8 @@ def chi2_homogeneity(
 
     statistic = float(pearson(win.astype(np.float64)))
     if min(n_ref, n_win) * share.min() >= 5.0:
+        from scipy import stats
+
         return statistic, float(stats.chi2.sf(statistic, ref.size - 1))
     rng = np.random.default_rng(seed)
     tables = rng.multivariate_hypergeometric(pooled, n_win, size=n_resamples).astype(np.float64)

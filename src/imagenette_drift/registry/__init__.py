@@ -14,7 +14,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "PromotionConflict": "base",
         "Registry": "base",
         "RegistryError": "base",
-        "open_registry": "base",
+        "open_registry": "opening",
         "LocalRegistry": "local",
         "GcsRegistry": "gcs",
     },

@@ -193,15 +193,3 @@ def conflict(name: str, location: str, generation: int) -> PromotionConflict:
         f"{location}/{name} changed while promoting (expected generation {generation}): another promotion won "
         "the race. Run `imagenette registry show champion`, gate against it, and promote again."
     )
-
-
-def open_registry(location: str | Path) -> Registry:
-    """A `GcsRegistry` for `gs://bucket/prefix`, else a `LocalRegistry` for a folder (created on first write)."""
-    text = str(location)
-    if text.startswith("gs://"):
-        from imagenette_drift.registry.gcs import GcsRegistry
-
-        return GcsRegistry(text)
-    from imagenette_drift.registry.local import LocalRegistry
-
-    return LocalRegistry(Path(text))

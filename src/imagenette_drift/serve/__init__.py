@@ -12,7 +12,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
         "DriftHub": "monitor",
-        "EventChannel": "monitor",
+        "EventChannel": "channel",
         "ImagenetteAPI": "api",
         "ImagenetteServer": "app",
         "OnnxRuntime": "runtime",

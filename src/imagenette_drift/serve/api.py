@@ -18,8 +18,8 @@ from imagenette_drift.drift.familiarity import FamiliarityReference
 from imagenette_drift.drift.image_stats import image_statistics
 from imagenette_drift.inference_log.writer import PredictionPayload
 from imagenette_drift.serve.batching import GreedyBatchedLoop
+from imagenette_drift.serve.channel import EventChannel
 from imagenette_drift.serve.decode import RequestError, RequestRejected, open_image, request_bytes
-from imagenette_drift.serve.monitor import EventChannel
 from imagenette_drift.serve.request_log import PredictionResponse
 from imagenette_drift.serve.runtime import Runtime, RuntimeName, create_runtime
 

@@ -17,11 +17,12 @@ from imagenette_drift.inference_log.replica import replica_id
 from imagenette_drift.inference_log.sink import open_sink
 from imagenette_drift.inference_log.writer import InferenceLogWriter
 from imagenette_drift.serve.api import ImagenetteAPI
+from imagenette_drift.serve.channel import EventChannel
 from imagenette_drift.serve.feedback import feedback_endpoint
 from imagenette_drift.serve.litserve_adapter import LitServerStartingEarly
 from imagenette_drift.serve.metrics import CONTENT_TYPE, ServerMetrics
 from imagenette_drift.serve.middleware import MetricsMiddleware, PredictGuard
-from imagenette_drift.serve.monitor import DriftHub, EventChannel
+from imagenette_drift.serve.monitor import DriftHub
 from imagenette_drift.serve.request_log import RequestIdMiddleware
 from imagenette_drift.serve.runtime import RuntimeName
 

@@ -8,7 +8,6 @@ thread-safe, so every access holds the hub's lock). The hub also counts batch si
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import os
 import threading
 from collections import deque
@@ -20,30 +19,13 @@ import torch
 from imagenette_drift.contract import AccuracyEstimateAnswer, DriftStatus
 from imagenette_drift.drift.estimation import EstimationReference, HarmAlert
 from imagenette_drift.drift.online import OnlineDriftMonitor
+from imagenette_drift.serve.channel import EventChannel
 from imagenette_drift.serve.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
 
 DEFAULT_WAIT_S = 1.0  # how long `/drift` waits for images already answered to reach the monitor
 MAX_WAIT_S = 30.0  # the most `/drift?wait_s=` may ask for
-
-
-class EventChannel:
-    """What an inference worker needs to publish batches: a queue and a count of images sent.
-
-    Created in the main process before the workers start; picklable into spawned workers.
-    """
-
-    def __init__(self) -> None:
-        ctx = mp.get_context("spawn")
-        self.queue = ctx.Queue()
-        self.sent = ctx.Value("q", 0)
-
-    def publish(self, features: np.ndarray, probs: np.ndarray | None = None) -> None:
-        """Called by a worker after each forward pass, before it answers the requests."""
-        with self.sent.get_lock():
-            self.sent.value += len(features)
-        self.queue.put((features, probs))
 
 
 def drift_disabled_reason(drift_state: dict[str, Any] | None) -> str | None:
