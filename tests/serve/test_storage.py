@@ -18,7 +18,7 @@ def use_emulator(gcs, monkeypatch: pytest.MonkeyPatch):
 
 
 def _resolve(uri: str, cache: Path, **kwargs):
-    return resolve_checkpoint(uri, cache, attempts=2, backoff_s=0.01, **kwargs)
+    return resolve_checkpoint(uri, cache, retry_deadline_s=1.0, **kwargs)
 
 
 def test_download_is_cached_by_generation(use_emulator, tmp_path: Path) -> None:

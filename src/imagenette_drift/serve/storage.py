@@ -1,8 +1,10 @@
 """Resolve a checkpoint location (local path or gs://bucket/object) to a verified local file.
 
-GCS objects are downloaded once into a cache keyed by the object's generation, checked against the
-object's md5/crc32c (and an optional expected sha256), with retries and backoff on transient errors. When GCS
-cannot be reached, the newest verified cached generation is used, and the result says so.
+GCS objects are downloaded once into a cache keyed by the object's generation. google-cloud-storage does the
+transient-error retries (its `DEFAULT_RETRY`, exponential backoff up to a deadline) and the download's crc32c
+check; what it lacks is ours: re-verifying a cached file against the object's recorded md5/crc32c before it is
+used again, an optional expected sha256, and, when GCS cannot be reached, serving the newest verified cached
+generation (the result says so).
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import base64
 import hashlib
 import json
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,13 +54,16 @@ def resolve_checkpoint(
     location: str,
     cache_dir: Path,
     expected_sha256: str | None = None,
-    attempts: int = 4,
-    backoff_s: float = 0.5,
+    retry_deadline_s: float = 60.0,
     client_factory: Callable[[], Any] | None = None,
 ) -> ResolvedCheckpoint:
-    """Return a verified local file for a path or gs:// URI (see the module docstring)."""
+    """Return a verified local file for a path or gs:// URI (see the module docstring).
+
+    `retry_deadline_s` bounds the library's retries of transient errors (seconds, per call) before GCS counts
+    as unreachable. Raises `FileNotFoundError` for a missing local file and `StorageError` for a GCS problem.
+    """
     if location.startswith(GS_PREFIX):
-        fetcher = GcsFetcher(location, Path(cache_dir), attempts, backoff_s, client_factory)
+        fetcher = GcsFetcher(location, Path(cache_dir), retry_deadline_s, client_factory)
         resolved = fetcher.fetch()
     else:
         path = Path(location)
@@ -92,6 +96,7 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
     from google.api_core import exceptions as gexc
 
     return (
+        gexc.RetryError,  # the library's retries ran out of their deadline
         requests.ConnectionError,
         requests.Timeout,
         ConnectionError,
@@ -111,20 +116,20 @@ class GcsFetcher:
         self,
         uri: str,
         cache_dir: Path,
-        attempts: int = 4,
-        backoff_s: float = 0.5,
+        retry_deadline_s: float = 60.0,
         client_factory: Callable[[], Any] | None = None,
     ) -> None:
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
         self.uri = uri
         self.bucket_name, self.object_name = parse_gs_uri(uri)
         self.root = cache_dir / "gcs" / self.bucket_name / self.object_name
-        self.attempts = max(1, attempts)
-        self.backoff_s = backoff_s
+        self.retry = DEFAULT_RETRY.with_deadline(retry_deadline_s)  # the library's backoff and error set
         self.client_factory = client_factory or _default_client
 
     def fetch(self) -> ResolvedCheckpoint:
         try:
-            blob = self._retry("read the object's metadata", self._get_blob)
+            blob = self._unless_unreachable("read the object's metadata", self._get_blob)
         except _Unreachable as e:
             return self._from_cache_offline(e)
         # Read the metadata now: a download may overwrite the blob's properties from its response headers.
@@ -134,13 +139,7 @@ class GcsFetcher:
         if path.is_file() and self._verified(path, md5, crc32c):
             log.info("Using cached %s (generation %s) at %s", self.uri, generation, path)
             return ResolvedCheckpoint(path, self.uri, generation, from_cache=True)
-        self._retry("download the object", lambda: self._download(blob, generation, path))
-        if not self._verified(path, md5, crc32c):
-            path.unlink(missing_ok=True)
-            raise StorageError(
-                f"{self.uri} (generation {generation}) failed its integrity check after download (md5/crc32c "
-                "differ from the object's metadata); the download was corrupted. Try again."
-            )
+        self._unless_unreachable("download the object", lambda: self._download(blob, generation, path))
         meta = {"uri": self.uri, "generation": generation, "md5": md5, "crc32c": crc32c}
         write_text_atomic(entry / "object.json", json.dumps(meta))
         log.info("Downloaded %s (generation %s) to %s", self.uri, generation, path)
@@ -151,7 +150,7 @@ class GcsFetcher:
 
         client = self.client_factory()
         try:
-            blob = client.bucket(self.bucket_name).get_blob(self.object_name, retry=None, timeout=10)
+            blob = client.bucket(self.bucket_name).get_blob(self.object_name, retry=self.retry, timeout=10)
         except gexc.NotFound as e:
             raise StorageError(
                 f"Bucket gs://{self.bucket_name} does not exist (while opening {self.uri})."
@@ -163,7 +162,7 @@ class GcsFetcher:
                 f"login`. Detail: {e.message}"
             ) from e
         if blob is None:
-            if not client.bucket(self.bucket_name).exists(retry=None, timeout=10):
+            if not client.bucket(self.bucket_name).exists(retry=self.retry, timeout=10):
                 raise StorageError(
                     f"Bucket gs://{self.bucket_name} does not exist (while opening {self.uri})."
                 )
@@ -173,25 +172,26 @@ class GcsFetcher:
         return blob
 
     def _download(self, blob: Any, generation: int, path: Path) -> None:
-        """Download exactly `generation` (not whatever is newest by then) to `path`, atomically."""
-        pinned = blob.bucket.blob(blob.name, generation=generation)
-        with atomic_path(path) as tmp:
-            pinned.download_to_filename(str(tmp), retry=None, timeout=60, checksum=None)
+        """Download exactly `generation` (not whatever is newest by then) to `path`, atomically; the library
+        retries transient errors and checks the bytes' crc32c against the object's."""
+        from google.cloud.storage.exceptions import DataCorruption
 
-    def _retry(self, what: str, action: Callable[[], Any]) -> Any:
-        transient = _transient_errors()
-        for attempt in range(self.attempts):
-            try:
-                return action()
-            except transient as e:
-                if attempt + 1 == self.attempts:
-                    raise _Unreachable(
-                        f"could not {what} of {self.uri} after {self.attempts} attempts: {e}"
-                    ) from e
-                delay = self.backoff_s * 2**attempt
-                log.warning("GCS error (%s); retrying in %.1f s", type(e).__name__, delay)
-                time.sleep(delay)
-        raise AssertionError("unreachable")
+        pinned = blob.bucket.blob(blob.name, generation=generation)
+        try:
+            with atomic_path(path) as tmp:
+                pinned.download_to_filename(str(tmp), retry=self.retry, timeout=60, checksum="crc32c")
+        except DataCorruption as e:
+            raise StorageError(
+                f"{self.uri} (generation {generation}) failed its crc32c check after download; the download was "
+                "corrupted. Try again."
+            ) from e
+
+    def _unless_unreachable(self, what: str, action: Callable[[], Any]) -> Any:
+        """Run `action` (whose calls retry by themselves); transient errors left over mean GCS is unreachable."""
+        try:
+            return action()
+        except _transient_errors() as e:
+            raise _Unreachable(f"could not {what} of {self.uri}: {type(e).__name__}: {e}") from e
 
     def _verified(self, path: Path, md5_b64: str | None, crc32c_b64: str | None) -> bool:
         """True when the file's md5 (and crc32c, when the library is available) match the object's metadata."""
@@ -226,7 +226,7 @@ class GcsFetcher:
 
 
 class _Unreachable(Exception):
-    """Transient errors persisted through every retry."""
+    """Transient errors persisted through the library's retries."""
 
 
 def _md5_b64(path: Path) -> str:
