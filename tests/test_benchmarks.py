@@ -76,7 +76,7 @@ def test_serve_bench_drives_both_servers_and_pairs_rounds(
     )
     summary = json.loads(output.read_text())
     rounds = summary["rounds"]
-    assert set(rounds) == {"baseline", "ours-bf16"}
+    assert set(rounds) == {"baseline", "ours-default", "ours-bf16"}  # ours-default: no flags (--runtime auto)
     for name in rounds:
         assert set(rounds[name]) == {"1", "4"}
         assert all(len(runs) == 2 for runs in rounds[name].values())
@@ -91,6 +91,9 @@ def test_serve_bench_drives_both_servers_and_pairs_rounds(
         assert summary["paired_ratios"]["ours-bf16"][level]["throughput"] == pytest.approx(expected)
         medians = summary["results"]["ours-bf16"][level]
         assert medians["req_per_s"] == pytest.approx(sum(r["req_per_s"] for r in ours) / 2)  # median of two
+    # Each server against its own runtime on ready batch-8 tensors, one ratio per round.
+    assert set(summary["server_to_runtime"]) == {"ours-default", "ours-bf16"}
+    assert all(len(v) == 2 and all(r > 0 for r in v) for v in summary["server_to_runtime"].values())
 
 
 @pytest.mark.slow
