@@ -90,11 +90,12 @@ COMMANDS = readme_commands()
 
 
 def _param(argv: list[str]):
-    """Lightning commands start a process each (a few seconds): those are `slow`."""
+    """Lightning commands and scripts' `--help` start a process or import torch (seconds each): those are `slow`."""
     rest = _split_env(argv)[1]
-    slow = (
+    lightning = (
         len(rest) > 1 and _program(rest) == "imagenette" and rest[1] in ("fit", "validate", "test", "predict")
     )
+    slow = lightning or (bool(rest) and _program(rest) == "script")
     return pytest.param(argv, id=" ".join(argv)[:80], marks=[pytest.mark.slow] if slow else [])
 
 

@@ -132,6 +132,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
 """
 
 
+@pytest.mark.slow  # measures peak memory in a fresh process, a few seconds each
 @pytest.mark.parametrize(("height", "width"), [(1, 16000), (16000, 1)])
 def test_a_thin_image_costs_its_pixels_not_its_shape(height: int, width: int) -> None:
     """Peak memory of the eval transform on a 1 x 16000 image: kilobytes, not the 176 x 2.8M upscale (1.5 GB)."""
