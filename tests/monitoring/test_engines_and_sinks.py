@@ -35,7 +35,7 @@ def log_dir(tmp_path_factory, model: InferenceModel, clean_outputs: Outputs, noi
     return root
 
 
-def _table(engine: str, spec: str, log: Path, checkpoint: Path, out: Path) -> list[dict]:
+def _table(engine: str, spec: str, log: Path | str, checkpoint: Path, out: Path) -> list[dict]:
     context, sha = load_context(str(checkpoint), out / "cache", 0.05)
     config = MonitorConfig(str(log), out, WindowSpec.parse(spec), sha, engine=engine, flush=True)
     return [w.model_dump() for w in Monitor(config, context, [StdoutSink()]).run_once().windows]
@@ -66,6 +66,31 @@ def test_duckdb_and_ray_give_the_same_window_table(
     finally:
         ray.shutdown()
     assert [r["n"] for r in duck] == [40, 40]  # the 30 min windows: clean, then noisy
+
+
+def test_ray_reads_a_gs_log_in_the_storage_emulator_as_duckdb_reads_it_from_disk(
+    log_dir: Path, trained_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same files uploaded to the emulator: Ray Data's workers reach gs:// through gcsfs (started after
+    STORAGE_EMULATOR_HOST is set, so the workers inherit it), and give the local DuckDB table."""
+    ray = pytest.importorskip("ray")
+    from tests.serve._gcs import StorageEmulator
+
+    emulator = StorageEmulator(tmp_path / "emulator.log").start()
+    try:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator.host)
+        for path in sorted(log_dir.rglob("*.parquet")):
+            emulator.upload("fleet-log", f"inference-log/{path.relative_to(log_dir)}", path)
+        duck = _table("duckdb", "16", log_dir, trained_checkpoint, tmp_path / "duck")
+        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+        try:
+            on_ray = _table("ray", "16", "gs://fleet-log/inference-log", trained_checkpoint, tmp_path / "ray")
+        finally:
+            ray.shutdown()
+        _same(duck, on_ray)
+        assert len(duck) == 5 and sum(r["n_labelled"] for r in on_ray) == 14
+    finally:
+        emulator.stop()
 
 
 class Recorder:

@@ -281,3 +281,54 @@ def test_a_gs_log_in_the_storage_emulator_is_read_and_retention_deletes_there(
         ] and status.log == "gs://fleet-log/inference-log"
     finally:
         emulator.stop()
+
+
+def _wandb_history(run_file: Path) -> list[dict]:
+    """The `history` records of an offline W&B run file (LevelDB log format: 7-byte header, 32 KiB blocks of
+    chunks with a 7-byte header each; chunk types 1 full, 2 first, 3 middle, 4 last), as `wandb sync` reads it."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data, pos, block, chunks, history = run_file.read_bytes(), 7, 32768, b"", []
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if length == 0 and kind == 0:
+            break
+        chunks += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(chunks)
+            chunks = b""
+            if record.WhichOneof("record_type") == "history":
+                history.append(
+                    {
+                        item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                        for item in record.history.item
+                    }
+                )
+    return history
+
+
+def test_wandb_run_holds_the_window_series(
+    fleet: dict, trained_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--wandb` without a key: an offline run (synced later with `wandb sync`) with one step per window and
+    the window table's values."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "out"
+    status = _monitor(fleet["root"], trained_checkpoint, out, "--window=20", "--wandb")
+    (run_file,) = out.glob("wandb/offline-run-*/run-*.wandb")
+    history = _wandb_history(run_file)
+    assert [h["_step"] for h in history] == [w.window for w in status.windows] == [0, 1, 2, 3]
+    for step, window in zip(history, status.windows, strict=True):
+        assert step["monitor/n"] == window.n
+        assert step["monitor/mmd_p_value"] == pytest.approx(window.mmd_p_value)
+        assert step["monitor/drift"] == float(window.drift)
+        assert step["monitor/estimated_accuracy"] == pytest.approx(window.estimated_accuracy)
