@@ -40,14 +40,20 @@ def model_outputs(
     batch_size: int = 64,
     workers: int = 0,
     device: str = "cpu",
+    bf16: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(embeddings (N, D), logits (N, C)) of the images after the eval transform and an optional corruption."""
+    """(embeddings (N, D), logits (N, C)) of the images after the eval transform and an optional corruption.
+
+    `bf16` runs the network under bfloat16 autocast, as the server's `bf16` runtime does on CPUs with native
+    bf16 (`--runtime auto` picks it there); outputs are returned as float32 either way."""
     loader = DataLoader(
         _Images(paths, model.transform, corruption, severity), batch_size=batch_size, num_workers=workers
     )
     embeddings, logits = [], []
+    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16)
     for images in loader:
-        features, out = model.net.embed_and_logits(images.to(device), model.card.tta_flip)
+        with autocast:
+            features, out = model.net.embed_and_logits(images.to(device), model.card.tta_flip)
         embeddings.append(features.float().cpu())
         logits.append(out.float().cpu())
     return torch.cat(embeddings), torch.cat(logits)

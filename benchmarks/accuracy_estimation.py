@@ -136,6 +136,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (corruptions run there)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast, as the server's bf16 runtime")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/accuracy_estimation"))
     args = parser.parse_args()
     if args.threads:
@@ -147,7 +148,7 @@ def main() -> None:
         heldout, test = exclude_classes(heldout, left_out), exclude_classes(test, left_out)
     heldout, test = subset(heldout, args.heldout_limit), subset(test, args.limit)
     run = lambda split, c=None, s=3: model_outputs(  # noqa: E731
-        model, split.paths, c, s, args.batch_size, args.workers, args.device
+        model, split.paths, c, s, args.batch_size, args.workers, args.device, args.bf16
     )[1]
     heldout_logits = run(heldout)
     heldout_labels = torch.tensor(heldout.labels)
