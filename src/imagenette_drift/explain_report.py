@@ -17,7 +17,13 @@ from PIL import Image
 from imagenette_drift.contract import DriftExplanation, WitnessImage
 from imagenette_drift.io import atomic_path
 
-__all__ = ["THUMBNAIL_DIR", "add_thumbnails", "explanation_markdown", "write_thumbnail"]
+__all__ = [
+    "THUMBNAIL_DIR",
+    "add_thumbnails",
+    "explanation_markdown",
+    "write_drift_markdown",
+    "write_thumbnail",
+]
 
 THUMBNAIL_DIR = "thumbnails"
 THUMBNAIL_SIZE = 96  # longest side in pixels
@@ -126,3 +132,44 @@ def _witness_row(witness: WitnessImage) -> str:
     return (
         f"| {witness.witness:.4f} | {image}`{name}` | {reference}`{witness.nearest_reference_path or '-'}` |"
     )
+
+
+def write_drift_markdown(summary: dict[str, Any], out_dir: Path, name: str = "drift_report") -> Path:
+    """`<name>.md` of an `imagenette drift` summary: the tests, the accuracy estimates and harm, and each
+    drifting window's explanation (with the thumbnails already written by `add_thumbnails`)."""
+    from imagenette_drift.io import write_text_atomic
+
+    source = summary.get("source") or {}
+    corruption = (
+        f", corruption {source['corruption']} (severity {source['severity']})"
+        if source.get("corruption")
+        else ""
+    )
+    lines = [
+        f"# Drift report: {source.get('data', '')}{corruption}",
+        "",
+        f"{summary['n_images']} images in {summary['n_windows']} window(s) of {summary['window_size']}, "
+        f"alpha {summary['alpha']}: **{'DRIFT' if summary['drift'] else 'no drift'}**.",
+        "",
+        "| test | windows flagged | median p-value |",
+        "|---|---:|---:|",
+    ]
+    for method, m in summary["methods"].items():
+        lines.append(f"| {method} | {m['flagged_fraction']:.0%} | {m['median_p_value']:.4g} |")
+    accuracy = summary.get("accuracy")
+    if accuracy:
+        methods = ", ".join(f"{m} {v:.1%}" for m, v in accuracy["methods"].items())
+        lines += [
+            "",
+            f"Estimated accuracy (mean over windows; held-out {accuracy['heldout']:.1%}): {methods}. "
+            f"Harm: **{'YES' if accuracy['harm'] else 'no'}** ({accuracy['harm_windows']} window(s)).",
+        ]
+    lines += ["", f"![p-values per window]({name}.png)", ""]
+    explanations = summary.get("explanations") or []
+    if not explanations:
+        lines += ["Nothing drifts: no window was flagged by a drift test.", ""]
+    else:
+        lines += ["## Why the drifting windows drift", ""]
+        for e in explanations:
+            lines += explanation_markdown(DriftExplanation(**e), f"Window {e['window']}")
+    return write_text_atomic(Path(out_dir) / f"{name}.md", "\n".join(lines))
