@@ -151,6 +151,9 @@ MONITOR_COLUMNS = (
     ("n_labelled", "labelled", "d"),
     ("realized_accuracy", "realized acc", ".3f"),
     ("estimated_accuracy", "estimated acc", ".3f"),
+    ("top_signature", "looks like", "s"),
+    ("top_moved_class", "top moved class", "s"),
+    ("bbse_max_change", "BBSE max change", ".3f"),
 )
 
 

@@ -26,26 +26,12 @@ from tests.serve._server import ServeProcess
 
 pytestmark = pytest.mark.slow
 NO_SIGNATURE = "no known signature"
-WINDOW = 20
+WINDOW = 20  # the refitted reference's window
 
 
 @pytest.fixture(scope="module")
-def checkpoint(
-    trained_checkpoint: Path, inference_model: InferenceModel, sample_root: Path, tmp_path_factory
-) -> Path:
-    """The session's checkpoint with its drift reference refitted, as the DriftCallback fits it, on the 80 real
-    train images of the sample (its held-out split of 8 allows an online window of 3 images only)."""
-    from imagenette_drift.card import CHECKPOINT_KEY
-    from imagenette_drift.commands.drift import embed_folder
-    from imagenette_drift.drift.reference import DriftReference
-
-    paths = sorted((sample_root / "train").rglob("*.JPEG"))
-    reference = DriftReference.fit(*embed_folder(inference_model, paths), window_size=WINDOW, seed=0)
-    state = torch.load(trained_checkpoint, map_location="cpu", weights_only=True)
-    state[CHECKPOINT_KEY]["drift"] = reference.state_dict()
-    path = tmp_path_factory.mktemp("reference-80") / "model.ckpt"
-    torch.save(state, path)
-    return path
+def checkpoint(reference_80_checkpoint: Path) -> Path:
+    return reference_80_checkpoint
 
 
 def _png(image: torch.Tensor) -> bytes:
