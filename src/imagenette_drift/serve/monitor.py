@@ -2,7 +2,9 @@
 
 Inference workers (separate processes, possibly several) `publish` each batch's embeddings; the API-server
 process runs one `DriftHub` thread that feeds them, in arrival order, to one `OnlineDriftMonitor` (which is not
-thread-safe, so every access holds the hub's lock). The hub also counts batch sizes for `/metrics`.
+thread-safe, so every access holds the hub's lock), and their softmax rows (and, when the card has corruption
+signatures, input statistics) to one `LiveWindow`: the latest window's accuracy estimates, harm alert and, while
+drifting, explanation. The hub also counts batch sizes for `/metrics`.
 """
 
 from __future__ import annotations
