@@ -125,7 +125,9 @@ class SignatureMatch(_Answer):
 class WitnessImage(_Answer):
     """One of the window's images with the largest MMD witness value (the images that drive the drift)."""
 
-    witness: float = Field(description="MMD witness value (Gretton et al. 2012); larger drives the drift more")
+    witness: float = Field(
+        description="MMD witness value (Gretton et al. 2012); larger drives the drift more"
+    )
     image: int | None = Field(
         default=None, description="the server: 1-based number of the image since start; else its index"
     )
@@ -142,7 +144,9 @@ class DriftExplanation(_Answer):
     """Why a window drifts: which classes moved, what the shift looks like, which images drive it."""
 
     classes: list[ClassShare] = Field(description="every class, in the card's class order")
-    moved_classes: list[str] = Field(description="classes whose |residual| passes the threshold, largest first")
+    moved_classes: list[str] = Field(
+        description="classes whose |residual| passes the threshold, largest first"
+    )
     signatures: list[SignatureMatch] = Field(
         description="the top 3 corruption signatures; empty when no input-statistics shift was tested"
     )
