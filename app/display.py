@@ -6,7 +6,7 @@ from html import escape
 
 from backend import BackendError, DriftState, Prediction
 
-from imagenette_drift.contract import MonitorStatus
+from imagenette_drift.contract import DriftExplanation, MonitorStatus
 
 BADGE_CSS = """
 #drift-badge .badge { padding: 0.6em 0.9em; border-radius: 0.5em; font-weight: 600; }
@@ -14,6 +14,7 @@ BADGE_CSS = """
 #drift-badge .ok { background: #dcfce7; color: #14532d; }
 #drift-badge .drifting { background: #fee2e2; color: #7f1d1d; }
 #drift-badge .warming_up, #drift-badge .off, #drift-badge .unknown { background: #f3f4f6; color: #374151; }
+#drift-badge .explanation { margin-top: 0.4em; font-weight: 400; font-size: 0.9em; }
 #monitor-table table { border-collapse: collapse; font-size: 0.9em; }
 #monitor-table th, #monitor-table td { padding: 0.25em 0.6em; border-bottom: 1px solid #e5e7eb; text-align: right; }
 #monitor-table tr.drifting td { background: #fee2e2; color: #7f1d1d; font-weight: 600; }
@@ -58,11 +59,36 @@ def drift_state_name(state: DriftState) -> str:
     return "drifting" if state.drifting else "ok"
 
 
-def _badge(state_name: str, headline: str, detail: str) -> str:
+def _badge(state_name: str, headline: str, detail: str, extra: str = "") -> str:
     return (
         f'<div class="badge {state_name}" data-state="{state_name}">{escape(headline)}'
-        f"<small>{escape(detail)}</small></div>"
+        f"<small>{escape(detail)}</small>{extra}</div>"
     )
+
+
+def explanation_text(explanation: DriftExplanation) -> list[str]:
+    """Plain lines of a drifting window's explanation: what it looks like, classes moved, BBSE's top shares."""
+    if isinstance(explanation.looks_like, list):
+        looks = ", ".join(f"{m.corruption} ({m.similarity:.2f})" for m in explanation.signatures)
+    else:
+        looks = explanation.looks_like
+        if explanation.signatures:
+            best = explanation.signatures[0]
+            looks += f" (closest: {best.corruption}, {best.similarity:.2f})"
+    moved = ", ".join(explanation.moved_classes) or "none"
+    shifted = sorted(
+        (c for c in explanation.classes if c.bbse_share is not None),
+        key=lambda c: -abs(c.bbse_share - c.reference_share),
+    )[:3]
+    bbse = ", ".join(f"{c.label} {c.reference_share:.0%} -> {c.bbse_share:.0%}" for c in shifted)
+    return [f"Looks like: {looks}", f"Classes moved: {moved}", f"Estimated true shares (BBSE): {bbse or '-'}"]
+
+
+def _explanation_html(state: DriftState) -> str:
+    if state.explanation is None:
+        return ""
+    lines = "".join(f"<li>{escape(line)}</li>" for line in explanation_text(state.explanation))
+    return f'<ul class="explanation">{lines}</ul>'
 
 
 def drift_badge(state: DriftState) -> str:
@@ -84,7 +110,7 @@ def drift_badge(state: DriftState) -> str:
     detail = f"{comparison}; {state.images_seen} images seen{_accuracy_text(state)}"
     if state.drifting:
         since = "" if state.drifting_since is None else f" since image {state.drifting_since}"
-        return _badge(name, f"DRIFTING{since}", detail)
+        return _badge(name, f"DRIFTING{since}", detail, _explanation_html(state))
     return _badge(name, "Drift: OK", detail)
 
 
@@ -125,6 +151,9 @@ MONITOR_COLUMNS = (
     ("n_labelled", "labelled", "d"),
     ("realized_accuracy", "realized acc", ".3f"),
     ("estimated_accuracy", "estimated acc", ".3f"),
+    ("top_signature", "looks like", "s"),
+    ("top_moved_class", "top moved class", "s"),
+    ("bbse_max_change", "BBSE max change", ".3f"),
 )
 
 

@@ -17,13 +17,17 @@ from imagenette_drift.checkpoint import load_for_inference
 from imagenette_drift.contract import FamiliarityAnswer, PredictionAnswer
 from imagenette_drift.data.images import read_image
 from imagenette_drift.drift.familiarity import FamiliarityReference
+from imagenette_drift.drift.image_stats import image_statistics
+from imagenette_drift.drift.live import LiveWindow
 from imagenette_drift.drift.reference import DriftReference
 
 
 class LocalModel:
     """Classify with the checkpoint's network and feed its online drift monitor, as the server does.
 
-    The monitor is the one the checkpoint's drift reference carries (None without one: drift shows "off").
+    The monitor is the one the checkpoint's drift reference carries (None without one: drift shows "off");
+    accuracy estimates, the harm alert and the explanation of a drifting window come from the server's own
+    `LiveWindow`, so the drift view reads the same fields as from `GET /drift`.
     Prediction and the monitor update run under one lock: the monitor is not thread-safe and gradio calls
     handlers from worker threads.
     """
@@ -43,6 +47,8 @@ class LocalModel:
         self._monitor = None if drift is None else DriftReference.from_state_dict(drift).online
         familiarity = self.model.card.familiarity
         self._familiarity = None if familiarity is None else FamiliarityReference.from_state_dict(familiarity)
+        card = self.model.card
+        self._live = LiveWindow(card) if card.estimation or card.explanation else None
         self._lock = threading.Lock()
         self._images_seen = 0
 
@@ -60,6 +66,9 @@ class LocalModel:
             model_ms = (time.perf_counter() - model_start) * 1000.0
             if self._monitor is not None:
                 self._monitor.update(features.float())
+            if self._live is not None:
+                stats = image_statistics(batch).numpy() if self._live.wants_image_stats else None
+                self._live.add(probs.float().numpy(), features.float().numpy(), stats)
             self._images_seen += 1
         card = self.model.card
         answer = PredictionAnswer.from_probs(probs[0].tolist(), card.class_names, card.wnids)
@@ -78,9 +87,18 @@ class LocalModel:
         """The monitor's state, as `GET /drift` answers it."""
         with self._lock:
             if self._monitor is None:
-                return DriftState.disabled(
+                state = DriftState.disabled(
                     "the checkpoint carries no online drift reference", images_seen=self._images_seen
                 )
+                return state.model_copy(update=self._window_fields(drifting=False))
+            online = self._monitor.status.to_dict()
             return DriftState(
-                enabled=True, window_size=self._monitor.window_size, **self._monitor.status.to_dict()
+                enabled=True,
+                window_size=self._monitor.window_size,
+                **online,
+                **self._window_fields(bool(online["drifting"])),
             )
+
+    def _window_fields(self, drifting: bool) -> dict:
+        """Accuracy estimates, harm and (drifting) the explanation of the latest window, as `/drift` has them."""
+        return {} if self._live is None else self._live.answer(drifting)

@@ -109,3 +109,25 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def trained_checkpoint(trained_run: Path) -> Path:
     return trained_run / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
+def reference_80_checkpoint(trained_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's checkpoint with its drift reference refitted, as the DriftCallback fits it, on the 80 real
+    train images of the sample, windows of 20 (its held-out split of 8 allows an online window of 3 only); the
+    card's estimation, familiarity and explanation fields are kept."""
+    import torch
+
+    from imagenette_drift.card import CHECKPOINT_KEY
+    from imagenette_drift.checkpoint import load_for_inference
+    from imagenette_drift.commands.drift import embed_folder
+    from imagenette_drift.drift.reference import DriftReference
+
+    model = load_for_inference(trained_checkpoint)
+    paths = sorted((SAMPLE_ROOT / "train").rglob("*.JPEG"))
+    reference = DriftReference.fit(*embed_folder(model, paths), window_size=20, seed=0)
+    state = torch.load(trained_checkpoint, map_location="cpu", weights_only=True)
+    state[CHECKPOINT_KEY]["drift"] = reference.state_dict()
+    path = tmp_path_factory.mktemp("reference-80") / "model.ckpt"
+    torch.save(state, path)
+    return path

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
+from imagenette_drift.checkpoint import load_for_inference
 from imagenette_drift.cli import cli_main
+from imagenette_drift.data.images import read_image
 from tests.conftest import import_or_fail
 
 pytestmark = pytest.mark.slow
@@ -108,3 +112,44 @@ def test_drift_report_estimates_accuracy_and_names_fog(
         assert explanation["looks_like"][0] == "fog"
         witness = explanation["witnesses"][0]
         assert Path(witness["path"]).is_file() and witness["nearest_reference_path"].startswith("train/")
+
+
+def test_drift_report_shows_witness_thumbnails_beside_their_nearest_held_out_images(
+    trained_checkpoint: Path, sample_root: Path, tmp_path: Path
+) -> None:
+    import_or_fail("corrupt_tta", "the corruptions extra (pip install 'imagenette-drift[corruptions]')")
+    from imagenette_drift.corruptions import CorruptionTransform
+
+    model = load_for_inference(trained_checkpoint)
+    out = tmp_path / "fog"
+    fog = _drift(
+        trained_checkpoint,
+        out,
+        f"--data.predict_dir={sample_root / 'val'}",
+        "--data.corruption=fog",
+        "--data.severity=5",
+        f"--reference-root={sample_root}",
+    )
+    markdown = (out / "drift_report.md").read_text()
+    assert fog["explanations"] and "## Why the drifting windows drift" in markdown
+    for explanation in fog["explanations"]:
+        assert f"### Window {explanation['window']}" in markdown
+        assert "fog" in markdown.split(f"### Window {explanation['window']}")[1].split("###")[0]
+        for witness in explanation["witnesses"]:
+            for key in ("thumbnail", "nearest_thumbnail"):
+                assert f"]({witness[key]})" in markdown
+                with Image.open(out / witness[key]) as image:
+                    image.verify()
+                    assert image.format == "JPEG" and max(image.size) <= 96
+            # The witness thumbnail shows the image as tested (fogged), not the file on disk.
+            with Image.open(out / witness["thumbnail"]) as thumb:
+                shown = np.asarray(thumb.convert("RGB"), dtype=float)
+            clean = model.transform(read_image(witness["path"]))
+            fogged = CorruptionTransform("fog", 5)(clean)
+            assert _distance(shown, fogged) < 8.0 < _distance(shown, clean)
+
+
+def _distance(thumbnail: np.ndarray, image) -> float:
+    """Mean absolute pixel difference between a thumbnail and a (3, S, S) uint8 image shrunk to its size."""
+    pil = Image.fromarray(image.permute(1, 2, 0).numpy()).resize(thumbnail.shape[1::-1])
+    return float(np.abs(thumbnail - np.asarray(pil, dtype=float)).mean())

@@ -13,20 +13,24 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "AccuracyEstimateAnswer",
     "AlertStatus",
     "CheckpointInfo",
     "ClassProbability",
+    "ClassShare",
+    "DriftExplanation",
     "DriftStatus",
     "FamiliarityAnswer",
     "ModelInfo",
     "MonitorStatus",
     "PredictionAnswer",
     "ServingInfo",
+    "SignatureMatch",
     "WindowRow",
+    "WitnessImage",
 ]
 
 TOP_K = 5
@@ -99,6 +103,59 @@ class AccuracyEstimateAnswer(_Answer):
     n: int = Field(ge=1, description="images in the window")
 
 
+class ClassShare(_Answer):
+    """One class of a window: its predicted share against the held-out split's, and BBSE's true share."""
+
+    label: str
+    share: float = Field(ge=0.0, le=1.0, description="fraction of the window predicted as this class")
+    reference_share: float = Field(ge=0.0, le=1.0, description="the same on the held-out split")
+    residual: float = Field(description="Pearson chi-squared residual (observed - expected) / sqrt(expected)")
+    bbse_share: float | None = Field(
+        description="BBSE estimate of the true share (Lipton et al. 2018); null without a confusion matrix"
+    )
+
+
+class SignatureMatch(_Answer):
+    """A corruption whose signature (shift of input statistics and mean embedding) resembles the window's."""
+
+    corruption: str = Field(description="an ImageNet-C corruption name, e.g. fog")
+    similarity: float = Field(ge=-1.0, le=1.0, description="mean cosine similarity of the two shift parts")
+
+
+class WitnessImage(_Answer):
+    """One of the window's images with the largest MMD witness value (the images that drive the drift)."""
+
+    witness: float = Field(
+        description="MMD witness value (Gretton et al. 2012); larger drives the drift more"
+    )
+    image: int | None = Field(
+        default=None, description="the server: 1-based number of the image since start; else its index"
+    )
+    request_id: str | None = Field(default=None, description="the logged request (monitor)")
+    path: str | None = Field(default=None, description="the image file, when known (`imagenette drift`)")
+    nearest_reference_path: str | None = Field(
+        default=None, description="its nearest held-out image, relative to the training data root"
+    )
+    thumbnail: str | None = Field(default=None, description="thumbnail file, relative to the report")
+    nearest_thumbnail: str | None = Field(default=None, description="thumbnail of the nearest reference")
+
+
+class DriftExplanation(_Answer):
+    """Why a window drifts: which classes moved, what the shift looks like, which images drive it."""
+
+    classes: list[ClassShare] = Field(description="every class, in the card's class order")
+    moved_classes: list[str] = Field(
+        description="classes whose |residual| passes the threshold, largest first"
+    )
+    signatures: list[SignatureMatch] = Field(
+        description="the top 3 corruption signatures; empty when no input-statistics shift was tested"
+    )
+    looks_like: list[str] | str = Field(
+        description="the top signatures' names, or 'no known signature' when the best similarity is below 0.6"
+    )
+    witnesses: list[WitnessImage] = Field(default_factory=list)
+
+
 class DriftStatus(_Answer):
     """`GET /drift`: the online drift monitor's latest window (MMD^2 against the training reference)."""
 
@@ -125,6 +182,11 @@ class DriftStatus(_Answer):
         default=None,
         description="the ATC-MC estimate stayed more than the configured points below held-out for the "
         "configured consecutive full windows",
+    )
+    explanation: DriftExplanation | None = Field(
+        default=None,
+        description="while drifting: the class shift, corruption signatures and witness images of the same "
+        "latest window; null otherwise or without an explanation reference in the card",
     )
 
     @classmethod
@@ -215,6 +277,26 @@ class WindowRow(_Answer):
     realized_accuracy: float | None = Field(description="top-1 accuracy on the labelled records")
     estimated_accuracy: float | None = Field(None, description="label-free estimate (issue #15), else null")
     unfamiliar_share: float | None = Field(None, description="share of unfamiliar requests (issue #15)")
+    top_signature: str | None = Field(
+        None, description="drifting windows: best-matching corruption, or 'no known signature'"
+    )
+    top_signature_similarity: float | None = Field(None, description="its similarity")
+    top_moved_class: str | None = Field(None, description="class with the largest |chi-squared residual|")
+    bbse_max_change: float | None = Field(
+        None, description="largest |BBSE true share - held-out true share| over classes"
+    )
+    explanation: DriftExplanation | None = Field(
+        None, description="drifting windows: the full explanation (windows.parquet keeps it as JSON text)"
+    )
+
+    @field_validator("explanation", mode="before")
+    @classmethod
+    def _parse_json(cls, value: object) -> object:
+        if isinstance(value, str):
+            import json
+
+            return json.loads(value)
+        return value
 
 
 class AlertStatus(_Answer):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from backend import DriftState
 from display import drift_badge
 from gradio_client import Client, handle_file
@@ -12,6 +13,7 @@ from gradio_client import Client, handle_file
 from app import EXAMPLES_DIR, create_backend, parse_config
 from imagenette_drift.checkpoint import load_for_inference
 from imagenette_drift.data import read_image
+from imagenette_drift.drift.estimation import EstimationReference
 from imagenette_drift.drift.familiarity import FamiliarityReference
 from imagenette_drift.drift.reference import DriftReference
 from tests.app.conftest import launched
@@ -26,7 +28,9 @@ def test_in_process_predictions_and_drift_equal_a_direct_computation(trained_che
     model = load_for_inference(trained_checkpoint)
     monitor = DriftReference.from_state_dict(model.card.drift).online
     familiarity_reference = FamiliarityReference.from_state_dict(model.card.familiarity)
+    estimation = EstimationReference.from_state_dict(model.card.estimation)
     images = [IMAGES[i % 2] for i in range(monitor.window_size + 1)]
+    seen_probs = []
     with launched(backend) as url:
         client = Client(url, verbose=False)
         for image in images:
@@ -35,6 +39,7 @@ def test_in_process_predictions_and_drift_equal_a_direct_computation(trained_che
             )
             features, probs = model.embed_and_predict(model.transform(read_image(image))[None])
             status = monitor.update(features.float())
+            seen_probs.append(probs)
             top = probs[0].topk(5)
             expected = [
                 (model.card.class_names[i], p)
@@ -47,6 +52,17 @@ def test_in_process_predictions_and_drift_equal_a_direct_computation(trained_che
             assert latency.startswith("Latency: ") and "ms in the model" in latency
             expected_familiarity = familiarity_reference.score_json(features)[0]
             assert f"k-NN distance {expected_familiarity['knn_distance']:.3f}" in familiarity
-    state = DriftState(enabled=True, window_size=monitor.window_size, **status.to_dict())
+    # Label-free estimates over the latest images (fewer than the reference's window of 20: all of them).
+    estimates = estimation.estimate(torch.cat(seen_probs))
+    state = DriftState(
+        enabled=True,
+        window_size=monitor.window_size,
+        **status.to_dict(),
+        accuracy={m: e.to_dict() for m, e in estimates.items()},
+        heldout_accuracy=estimation.heldout_accuracy,
+        harm=False,  # no full window of 20 yet
+        explanation=backend.drift().explanation,  # checked against a server in test_app_explanation.py
+    )
     assert state.images_seen == len(images)
+    assert (state.explanation is not None) == state.drifting
     assert status.window_filled and badge == drift_badge(state)

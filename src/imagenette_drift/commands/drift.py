@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torchvision.transforms import v2
 
 from imagenette_drift.checkpoint import InferenceModel, load_for_inference
@@ -20,13 +21,15 @@ from imagenette_drift.drift.image_stats import image_statistics
 from imagenette_drift.drift.reference import DriftReference
 from imagenette_drift.drift.windows import format_table, run_window_tests, write_report
 from imagenette_drift.errors import BadCheckpointError, BadDataError, UserError
+from imagenette_drift.explain_report import add_thumbnails, write_drift_markdown
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imagenette drift",
         description="Test images for drift against the reference stored in a checkpoint; print a table and "
-        "write drift_report.json and drift_report.png. Flags are spelled as in `imagenette predict`.",
+        "write drift_report.json, drift_report.png and drift_report.md (with witness thumbnails). Flags are "
+        "spelled as in `imagenette predict`.",
         allow_abbrev=False,
     )
     add_checkpoint_option(parser, "a .ckpt written by `imagenette fit`", required=True, type=Path)
@@ -93,7 +96,29 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("atc_mc", "atc_ne", "ac", "doc"),
         help="the accuracy estimate the harm alert watches",
     )
+    parser.add_argument(
+        "--reference-root",
+        type=Path,
+        default=None,
+        help="the training data root of the checkpoint: drift_report.md shows each witness image beside a "
+        "thumbnail of its nearest held-out image from it (default: the --data.root, $IMAGENETTE_DATA or "
+        "data/imagenette2-160)",
+    )
     return parser
+
+
+def _tested_transform(model: InferenceModel, corruption: str | None, severity: int) -> v2.Transform:
+    """The eval transform, then the corruption (seeded by each image's pixels), as the images are tested."""
+    if corruption is None:
+        return model.transform
+    from imagenette_drift.corruptions import CorruptionTransform
+
+    return v2.Compose([model.transform, CorruptionTransform(corruption, severity)])
+
+
+def _tested_image(transform: v2.Transform, path: Path) -> Image.Image:
+    """The image as the model saw it (after the transform and any corruption), for a thumbnail."""
+    return Image.fromarray(transform(read_image(path)).permute(1, 2, 0).numpy())
 
 
 def embed_folder(
@@ -105,11 +130,7 @@ def embed_folder(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Embeddings, softmax outputs and input statistics of images after the eval transform (then corrupted,
     seeded by each image's pixels, as `--data.corruption` does in training)."""
-    transform = model.transform
-    if corruption is not None:
-        from imagenette_drift.corruptions import CorruptionTransform
-
-        transform = v2.Compose([transform, CorruptionTransform(corruption, severity)])
+    transform = _tested_transform(model, corruption, severity)
     embeddings, probs, stats = [], [], []
     for start in range(0, len(paths), batch_size):
         batch = [transform(read_image(path)) for path in paths[start : start + batch_size]]
@@ -158,9 +179,18 @@ def main(argv: Sequence[str] | None = None) -> dict:
     except ValueError as e:  # a card field this version cannot read
         raise BadCheckpointError(f"{args.ckpt_path}: {e}") from e
     assess_windows(summary, assessor, embeddings, probs, stats, seed=args.seed)
+    transform = _tested_transform(model, args.corruption, args.severity)
+    reference_root = args.reference_root or resolve_root(args.root)
     for explanation in summary["explanations"]:
         for witness in explanation["witnesses"]:
             witness["path"] = str(paths[witness["index"]])
+        add_thumbnails(
+            explanation,
+            args.output,
+            f"w{explanation['window']}",
+            lambda w: _tested_image(transform, Path(w["path"])),
+            reference_root if reference_root.is_dir() else None,
+        )
     summary["source"] = {
         "checkpoint": str(args.ckpt_path),
         "checkpoint_sha256": model.sha256,
@@ -172,5 +202,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print("predicted: " + ", ".join(f"{name} {n}" for name, n in summary["predicted_classes"].items() if n))
     print(format_assessment(summary))
     json_path, png_path = write_report(summary, args.output)
-    print(f"wrote {json_path} and {png_path}")
+    md_path = write_drift_markdown(summary, args.output)
+    print(f"wrote {json_path}, {png_path} and {md_path}")
     return summary

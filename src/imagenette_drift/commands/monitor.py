@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--wandb", action="store_true", help="log each window to a W&B run (offline without a key)"
     )
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch and the engine")
+    parser.add_argument(
+        "--reference-root",
+        type=Path,
+        default=None,
+        help="the training data root: the report shows each witness image (logged with --log-images) beside "
+        "a thumbnail of its nearest held-out image from this folder",
+    )
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "imagenette-drift")
     return parser
 
@@ -74,6 +81,7 @@ def load_context(checkpoint: str, cache_dir: Path, alpha: float):
     """(WindowContext, checkpoint sha256) from the checkpoint's model card; no network weights are built."""
     from imagenette_drift.card import CHECKPOINT_KEY, ModelCard
     from imagenette_drift.checkpoint import file_sha256, read_checkpoint
+    from imagenette_drift.drift.assessment import WindowAssessor
     from imagenette_drift.drift.estimation import window_estimator
     from imagenette_drift.drift.reference import DriftReference
     from imagenette_drift.monitoring.stats import WindowContext
@@ -87,8 +95,14 @@ def load_context(checkpoint: str, cache_dir: Path, alpha: float):
         )
     # ATC-MC on the card's temperature and threshold fills the window table's `estimated_accuracy` (issue #15).
     estimator = window_estimator(card.estimation) if card.estimation else None
+    # Drifting windows get an explanation (class shift, BBSE, corruption signatures, witnesses).
+    explainer = WindowAssessor.from_card(card) if card.explanation else None
     context = WindowContext(
-        DriftReference.from_state_dict(card.drift), card.wnids, alpha=alpha, accuracy_estimator=estimator
+        DriftReference.from_state_dict(card.drift),
+        card.wnids,
+        alpha=alpha,
+        accuracy_estimator=estimator,
+        explainer=explainer,
     )
     return context, file_sha256(resolved.path)
 
@@ -128,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             flush=args.flush,
             retention_days=args.log_retention_days,
             threads=max(1, args.threads),
+            reference_root=args.reference_root,
         )
         monitor = Monitor(config, context, sinks)
     except (ValueError, FileNotFoundError, StorageError) as e:

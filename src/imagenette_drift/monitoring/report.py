@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
+from imagenette_drift.explain_report import explanation_markdown
 from imagenette_drift.io import atomic_path, write_text_atomic
 from imagenette_drift.monitoring.stats import TABLE_SCHEMA, TESTS
 from imagenette_drift.monitoring.status import MonitorStatus
@@ -40,16 +41,27 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     """The window table as aligned text, one line per window (what the command prints)."""
     header = (
         f"{'window':>6} {'end (UTC)':<20} {'n':>6} {'repl':>4} {'mmd p':>7} {'inputs p':>8} "
-        f"{'label p':>8} {'drift':>5} {'labelled':>8} {'acc':>6}"
+        f"{'label p':>8} {'drift':>5} {'labelled':>8} {'acc':>6} {'est acc':>7}  looks like"
     )
     lines = [header]
     for r in rows:
         lines.append(
             f"{r['window']:>6} {r['window_end']:%Y-%m-%d %H:%M:%S} {r['n']:>6} {r['n_replicas']:>4} "
             f"{_fmt(r['mmd_p_value']):>7} {_fmt(r['inputs_p_value']):>8} {_fmt(r['label_shift_p_value']):>8} "
-            f"{'YES' if r['drift'] else 'no':>5} {r['n_labelled']:>8} {_fmt(r['realized_accuracy'], '.3f'):>6}"
+            f"{'YES' if r['drift'] else 'no':>5} {r['n_labelled']:>8} {_fmt(r['realized_accuracy'], '.3f'):>6} "
+            f"{_fmt(r.get('estimated_accuracy'), '.3f'):>7}  {_looks_like(r)}"
         )
     return "\n".join(lines)
+
+
+def _looks_like(row: dict[str, Any]) -> str:
+    """'fog (0.83)', 'no known signature (closest fog, 0.41)' or '-' (clean window, or no explanation)."""
+    top, similarity = row.get("top_signature"), row.get("top_signature_similarity")
+    if top is None:
+        return "-"
+    if similarity is None:
+        return top
+    return f"{top} ({similarity:.2f})"
 
 
 def write_reports(out_dir: Path, status: MonitorStatus) -> list[Path]:
@@ -66,17 +78,25 @@ def write_reports(out_dir: Path, status: MonitorStatus) -> list[Path]:
         f"{alert.cooldown_s:g} s).",
         "",
         "| window | end (UTC) | n | replicas | MMD p | inputs KS p | label-shift p | drift | labelled | "
-        "realized acc | estimated acc | unfamiliar |",
-        "|---:|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+        "realized acc | estimated acc | unfamiliar | looks like | top moved class | BBSE max change |",
+        "|---:|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---|---:|",
     ]
     for r in rows:
         md.append(
             f"| {r['window']} | {r['window_end']:%Y-%m-%d %H:%M} | {r['n']} | {r['n_replicas']} | "
             f"{_fmt(r['mmd_p_value'])} | {_fmt(r['inputs_p_value'])} | {_fmt(r['label_shift_p_value'])} | "
             f"{'**yes**' if r['drift'] else 'no'} | {r['n_labelled']} | {_fmt(r['realized_accuracy'], '.3f')} | "
-            f"{_fmt(r['estimated_accuracy'], '.3f')} | {_fmt(r['unfamiliar_share'], '.3f')} |"
+            f"{_fmt(r['estimated_accuracy'], '.3f')} | {_fmt(r['unfamiliar_share'], '.3f')} | "
+            f"{_looks_like(r)} | {r['top_moved_class'] or '-'} | {_fmt(r['bbse_max_change'], '.3f')} |"
         )
     md += ["", f"![statistics and accuracy per window]({REPORT_NAME}.png)", ""]
+    explained = [w for w in status.windows if w.explanation is not None]
+    if explained:
+        md += ["## Why the drifting windows drift", ""]
+        for w in explained:
+            md += explanation_markdown(
+                w.explanation, f"Window {w.window} (ending {w.window_end:%Y-%m-%d %H:%M} UTC)"
+            )
     md_path = write_text_atomic(out_dir / f"{REPORT_NAME}.md", "\n".join(md))
     return [json_path, md_path, _plot(rows, status, out_dir / f"{REPORT_NAME}.png")]
 

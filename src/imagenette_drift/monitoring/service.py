@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from imagenette_drift.io import atomic_path, write_text_atomic
 from imagenette_drift.monitoring.alerts import AlertPolicy, AlertState
 from imagenette_drift.monitoring.engines import Engine, EngineInput, run_engine
+from imagenette_drift.monitoring.explain import add_witness_thumbnails
 from imagenette_drift.monitoring.reader import LogLocation, Manifest, partition_date, scan
 from imagenette_drift.monitoring.report import (
     MonitorGauges,
@@ -39,6 +40,7 @@ from imagenette_drift.monitoring.status import AlertStatus, MonitorStatus, Windo
 from imagenette_drift.monitoring.windows import WindowCursor, WindowSpec
 
 log = logging.getLogger(__name__)
+TEXT_COLUMNS = ("top_signature", "top_moved_class", "explanation")  # not logged as W&B numbers
 PRINTED_ROWS = 50  # new windows printed per run; the table has them all
 
 
@@ -57,6 +59,7 @@ class MonitorConfig:
     flush: bool = False
     retention_days: int | None = None
     threads: int = 1
+    reference_root: Path | None = None  # training data root: thumbnails of witnesses' nearest held-out images
 
 
 class Monitor:
@@ -196,6 +199,10 @@ class Monitor:
             threads=self.config.threads,
         )
         result = run_engine(self.config.engine, job, self.config.ray_address)
+        if self.context.explainer is not None:  # witness thumbnails, from a log written with --log-images
+            add_witness_thumbnails(
+                result.rows, self.location, sorted(new.predictions), self.out, self.config.reference_root
+            )
         new_numbers = {r["window"] for r in result.rows}
         rows = [r for r in read_table(self.out) if r["window"] not in new_numbers] + result.rows
         rows.sort(key=lambda r: r["window"])
@@ -268,7 +275,7 @@ class Monitor:
             metrics = {
                 f"monitor/{k}": (float(v) if v is not None else float("nan"))
                 for k, v in row.items()
-                if k not in ("window", "window_start", "window_end")
+                if k not in ("window", "window_start", "window_end", *TEXT_COLUMNS)
             }
             self.wandb_run.log(metrics, step=row["window"])
 

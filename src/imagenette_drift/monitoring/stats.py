@@ -16,7 +16,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from imagenette_drift.drift.assessment import WindowAssessor
 from imagenette_drift.drift.reference import DriftReference
+from imagenette_drift.monitoring.explain import EXPLANATION_FIELDS, explanation_columns
 
 # Columns of the prediction records a window needs (`image` and the request metadata are never read).
 WINDOW_COLUMNS = (
@@ -55,6 +57,7 @@ TABLE_SCHEMA = pa.schema(
         pa.field("realized_accuracy", pa.float64()),
         pa.field("estimated_accuracy", pa.float64()),  # issue #15 (ATC); null until an estimator is set
         pa.field("unfamiliar_share", pa.float64()),  # issue #15; null until the server logs familiarity
+        *EXPLANATION_FIELDS,  # issue #15: drifting windows' explanations (monitoring/explain.py)
     ]
 )
 TESTS = ("mmd", "inputs", "label_shift")
@@ -73,12 +76,14 @@ class WindowContext:
         alpha: Family-wise significance level: a window drifts when any test's p-value is below
             ``alpha / number of tests run`` (Bonferroni over the tests).
         accuracy_estimator: Label-free accuracy estimate (issue #15 plugs ATC in here); None leaves the column null.
+        explainer: The card's explanation references (`WindowAssessor`); None leaves the explanation columns null.
     """
 
     reference: DriftReference
     wnids: Sequence[str]
     alpha: float = 0.05
     accuracy_estimator: AccuracyEstimator | None = None
+    explainer: WindowAssessor | None = None
     _index: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -176,4 +181,6 @@ def window_statistics(records: pa.Table, window: int, context: WindowContext) ->
         else context.accuracy_estimator(probs, context),
         "unfamiliar_share": float(pc.mean(unfamiliar.cast(pa.float64())).as_py()) if n_known else None,
     }
+    covariate = any(results[t].p_value < threshold for t in ("mmd", "inputs") if t in results)
+    row |= explanation_columns(context.explainer, records, probs, embeddings, row["drift"], covariate)
     return row

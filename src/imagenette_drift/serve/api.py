@@ -115,12 +115,17 @@ class ImagenetteAPI(ls.LitAPI):
         self.familiarity = (
             FamiliarityReference.from_state_dict(self.card.familiarity) if self.card.familiarity else None
         )
+        # Corruption signatures in the card: the drift hub explains a drifting window with input statistics.
+        explanation = self.card.explanation or {}
+        self.publish_stats = bool(explanation.get("signatures"))
         self.transform = model.transform
         self.runtime: Runtime = create_runtime(self.runtime_name, model, self.cache_dir, self.threads)
         size = self.card.image_size
         self.runtime(torch.zeros(1, 3, size, size, dtype=torch.uint8))  # warm up before /health says 200
         self._stats_pool = (
-            ThreadPoolExecutor(1, thread_name_prefix="input-statistics") if self.log_records else None
+            ThreadPoolExecutor(1, thread_name_prefix="input-statistics")
+            if self.log_records or self.publish_stats
+            else None
         )
 
     def decode_request(self, request) -> _Input | RequestError:
@@ -152,16 +157,18 @@ class ImagenetteAPI(ls.LitAPI):
         outputs: list[_Output | RequestError] = list(items)
         if good:
             inputs = torch.stack([items[i].tensor for i in good])
-            # The log's input statistics, here where the model input already is: 12 floats travel back to the
-            # API process instead of the 3 x S x S image (0.2-0.6 ms of CPU per image, one call per batch),
-            # computed beside the forward pass rather than after it.
-            stats = self._stats_pool.submit(image_statistics, inputs) if self._stats_pool else None
+            # Input statistics for the log and the drift hub's explanations, here where the model input already
+            # is: 12 floats travel instead of the 3 x S x S image (0.2-0.6 ms of CPU per image, one call per
+            # batch), computed on a thread beside the forward pass rather than after it.
+            pending = self._stats_pool.submit(image_statistics, inputs) if self._stats_pool else None
             features, probs = self.runtime(inputs)
-            self.channel.publish(features, probs)
+            stats = pending.result().numpy() if pending is not None else None
+            self.channel.publish(features, probs, stats if self.publish_stats else None)
             familiarity = (
                 self.familiarity.score_json(features) if self.familiarity is not None else [None] * len(good)
             )
-            stats = stats.result().numpy() if stats is not None else [None] * len(good)
+            if stats is None or not self.log_records:
+                stats = [None] * len(good)
             for row, i in enumerate(good):
                 outputs[i] = _Output(probs[row], features[row], items[i], familiarity[row], stats[row])
         return outputs

@@ -13,6 +13,7 @@ from fastapi.responses import PlainTextResponse, Response
 
 from imagenette_drift.card import ModelCard
 from imagenette_drift.contract import CheckpointInfo, DriftStatus, InferenceLogInfo, ModelInfo, ServingInfo
+from imagenette_drift.drift.live import LiveWindow
 from imagenette_drift.inference_log.replica import replica_id
 from imagenette_drift.inference_log.sink import open_sink
 from imagenette_drift.inference_log.writer import InferenceLogWriter
@@ -81,7 +82,8 @@ def build_server(config: ServeConfig, card: ModelCard, sha256: str) -> Imagenett
     """
     channel = EventChannel()
     metrics = ServerMetrics()
-    hub = DriftHub(card.drift, channel, metrics, card.estimation)
+    live = LiveWindow(card) if card.estimation or card.explanation else None
+    hub = DriftHub(card.drift, channel, metrics, live)
     writer = None
     if config.log:
         writer = InferenceLogWriter(

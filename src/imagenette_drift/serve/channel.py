@@ -22,8 +22,11 @@ class EventChannel:
         self.queue = ctx.Queue()
         self.sent = ctx.Value("q", 0)
 
-    def publish(self, features: np.ndarray, probs: np.ndarray | None = None) -> None:
-        """Called by a worker after each forward pass, before it answers the requests."""
+    def publish(
+        self, features: np.ndarray, probs: np.ndarray | None = None, stats: np.ndarray | None = None
+    ) -> None:
+        """Called by a worker after each forward pass, before it answers the requests: (B, D) embeddings,
+        (B, C) softmax rows and (B, 12) input statistics (None when nothing needs them)."""
         with self.sent.get_lock():
             self.sent.value += len(features)
-        self.queue.put((features, probs))
+        self.queue.put((features, probs, stats))

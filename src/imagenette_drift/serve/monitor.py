@@ -2,7 +2,9 @@
 
 Inference workers (separate processes, possibly several) `publish` each batch's embeddings; the API-server
 process runs one `DriftHub` thread that feeds them, in arrival order, to one `OnlineDriftMonitor` (which is not
-thread-safe, so every access holds the hub's lock). The hub also counts batch sizes for `/metrics`.
+thread-safe, so every access holds the hub's lock), and their softmax rows (and, when the card has corruption
+signatures, input statistics) to one `LiveWindow`: the latest window's accuracy estimates, harm alert and, while
+drifting, explanation. The hub also counts batch sizes for `/metrics`.
 """
 
 from __future__ import annotations
@@ -10,14 +12,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections import deque
 from typing import Any
 
-import numpy as np
 import torch
 
-from imagenette_drift.contract import AccuracyEstimateAnswer, DriftStatus
-from imagenette_drift.drift.estimation import EstimationReference, HarmAlert
+from imagenette_drift.contract import DriftStatus
+from imagenette_drift.drift.live import LiveWindow
 from imagenette_drift.drift.online import OnlineDriftMonitor
 from imagenette_drift.serve.channel import EventChannel
 from imagenette_drift.serve.metrics import ServerMetrics
@@ -45,16 +45,12 @@ class DriftHub:
         drift_state: dict[str, Any] | None,
         channel: EventChannel,
         metrics: ServerMetrics,
-        estimation_state: dict[str, Any] | None = None,
-        harm_drop: float = 5.0,
-        harm_windows: int = 2,
+        live: LiveWindow | None = None,
     ) -> None:
         """Args:
         drift_state: the card's drift reference (None: monitoring off).
-        estimation_state: the card's `estimation` field: label-free accuracy estimates of the latest window of
-            the drift reference's window size, and a harm alert over consecutive full windows (None: not
-            reported).
-        harm_drop, harm_windows: the harm alert's drop in points and consecutive windows.
+        live: the latest window's label-free accuracy estimates, harm alert and (while drifting) explanation,
+            from the card's `estimation` and `explanation` fields (None: not reported).
         """
         self.reason = drift_disabled_reason(drift_state)
         self._online_state = None if self.reason else drift_state["online"]
@@ -65,16 +61,7 @@ class DriftHub:
         self._monitor: OnlineDriftMonitor | None = None
         self._consumed = 0
         self._pid: int | None = None
-        self._estimation = EstimationReference.from_state_dict(estimation_state) if estimation_state else None
-        # Estimates cover the latest window of the reference's size, the window `imagenette drift` tests.
-        self._window = int((drift_state or {}).get("window_size") or 200)
-        self._recent: deque[np.ndarray] = deque(maxlen=self._window)  # softmax rows of the latest images
-        self._n_probs = 0
-        self._harm = (
-            None
-            if self._estimation is None
-            else HarmAlert(self._estimation.heldout_accuracy, harm_drop, harm_windows)
-        )
+        self._live = live
 
     def ensure_started(self) -> None:
         """Start the consumer thread in this process (once; the API server is a fork of the main process)."""
@@ -94,13 +81,13 @@ class DriftHub:
     def _consume(self) -> None:
         while True:
             try:
-                features, probs = self.channel.queue.get()
+                features, probs, stats = self.channel.queue.get()
             except (EOFError, OSError):  # the queue closed: this process is shutting down
                 return
             self.metrics.observe_batch(len(features))
             with self._lock:
-                if probs is not None and self._estimation is not None:
-                    self._add_probs(probs)
+                if probs is not None and self._live is not None:
+                    self._live.add(probs, features, stats)
                 if self._monitor is not None:
                     try:
                         self._monitor.update(torch.from_numpy(features))
@@ -109,26 +96,11 @@ class DriftHub:
                 self._consumed += len(features)
                 self._consumed_more.notify_all()
 
-    def _add_probs(self, probs: np.ndarray) -> None:
-        """Keep the latest window of softmax rows; feed the harm alert at each full, non-overlapping window."""
-        for row in probs:
-            self._recent.append(row)
-            self._n_probs += 1
-            if self._n_probs % self._window == 0:
-                window = torch.from_numpy(np.stack(self._recent))
-                self._harm.update(self._estimation.estimate(window)["atc_mc"].estimate)
-
-    def _accuracy(self) -> dict[str, Any]:
-        """The `/drift` fields of label-free accuracy estimation (None values when not available)."""
-        heldout = None if self._estimation is None else self._estimation.heldout_accuracy
-        if self._estimation is None or not self._recent:
-            return {"accuracy": None, "heldout_accuracy": heldout, "harm": None}
-        estimates = self._estimation.estimate(torch.from_numpy(np.stack(self._recent)))
-        return {
-            "accuracy": {m: AccuracyEstimateAnswer(**e.to_dict()) for m, e in estimates.items()},
-            "heldout_accuracy": heldout,
-            "harm": self._harm.alerting,
-        }
+    def _window_fields(self, drifting: bool) -> dict[str, Any]:
+        """The `/drift` fields of the latest window: accuracy estimates, harm and (drifting) explanation."""
+        if self._live is None:
+            return {}
+        return self._live.answer(drifting)
 
     def wait_consumed(self, timeout: float) -> bool:
         """Block until every image published so far (every answered `/predict`) has reached the monitor, or
@@ -150,11 +122,12 @@ class DriftHub:
         with self._lock:
             if self._monitor is None:
                 return DriftStatus.disabled(self.reason, images_seen=self._consumed).model_copy(
-                    update=self._accuracy()
+                    update=self._window_fields(drifting=False)
                 )
+            online = self._monitor.status.to_dict()
             return DriftStatus(
                 enabled=True,
                 window_size=self._monitor.window_size,
-                **self._monitor.status.to_dict(),
-                **self._accuracy(),
+                **online,
+                **self._window_fields(bool(online["drifting"])),
             )
