@@ -32,6 +32,21 @@ def test_class_shift_residuals_match_pearson():
     assert rows[0]["bbse_share"] is None
 
 
+def test_class_shift_residuals_with_a_confusion_matrix_are_the_homogeneity_tables():
+    """With the held-out counts the residuals are those of the label-shift test's 2 x C table (scipy's expected
+    counts), finite for a class the held-out split never predicted."""
+    from scipy.stats.contingency import expected_freq
+
+    confusion = torch.tensor([[40, 5, 0], [10, 45, 0], [0, 0, 0]])  # class 2 never predicted on held-out
+    predicted = torch.tensor([0] * 10 + [1] * 20 + [2] * 10)
+    rows = class_shift(predicted, confusion.sum(1).float() / confusion.sum(), confusion)
+    table = [confusion.sum(1).tolist(), [10, 20, 10]]
+    expected = expected_freq(table)[1]
+    for c, row in enumerate(rows):
+        assert row["residual"] == pytest.approx((table[1][c] - expected[c]) / expected[c] ** 0.5)
+    assert 0 < rows[2]["residual"] < 10 and rows[2]["reference_share"] == 0.0
+
+
 def test_signatures_rank_the_matching_direction_first():
     signatures = {
         "a": {"stats": torch.tensor([1.0, 0.0]), "emb": torch.tensor([1.0, 0.0, 0.0])},

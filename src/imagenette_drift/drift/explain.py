@@ -63,14 +63,24 @@ def class_shift(predicted: Tensor, reference_shares: Tensor, confusion: Tensor |
         reference_shares: (C,) predicted class shares on the held-out split.
         confusion: (C, C) held-out confusion counts (rows predicted, columns true), or None.
     Returns one dict per class, in class order: {"class", "share", "reference_share", "residual",
-    "bbse_share"} (bbse_share None without a confusion matrix).
+    "bbse_share"} (bbse_share None without a confusion matrix). The residual is ``(observed - expected) /
+    sqrt(expected)`` of the window's count; with `confusion`, expected from the pooled held-out and window
+    counts (the chi-squared homogeneity test's table; 0 for a class neither predicts), else from
+    `reference_shares`.
     """
     num_classes = len(reference_shares)
     n = len(predicted)
     counts = torch.bincount(predicted.long().cpu(), minlength=num_classes).double()
     shares = counts / max(n, 1)
-    expected = (reference_shares.double().cpu() * n).clamp_min(1e-9)
-    residual = (counts - expected) / expected.sqrt()
+    if confusion is not None:
+        # The window's Pearson residuals in the 2 x C homogeneity table of the label-shift test: expected counts
+        # from the pooled shares, so a class the held-out split never predicted has a finite residual.
+        reference_counts = confusion.cpu().double().sum(dim=1)
+        pooled = (reference_counts + counts) / (reference_counts.sum() + n)
+        expected = pooled * n
+    else:
+        expected = (reference_shares.double().cpu() * n).clamp_min(1e-9)
+    residual = torch.where(expected > 0, (counts - expected) / expected.clamp_min(1e-12).sqrt(), 0.0)
     bbse = None if confusion is None else bbse_shares(shares, confusion.cpu())
     return [
         {
