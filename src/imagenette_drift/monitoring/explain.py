@@ -19,6 +19,7 @@ import torch
 
 from imagenette_drift.contract import DriftExplanation
 from imagenette_drift.drift.assessment import NO_SIGNATURE, WindowAssessor
+from imagenette_drift.monitoring.columns import list_matrix
 
 __all__ = ["EXPLANATION_FIELDS", "add_witness_thumbnails", "explanation_columns"]
 
@@ -53,8 +54,6 @@ def explanation_columns(
         return dict(_EMPTY)
     stats = None
     if covariate_shift and "image_stats" in records.column_names and not records["image_stats"].null_count:
-        from imagenette_drift.monitoring.stats import list_matrix
-
         stats = torch.from_numpy(list_matrix(records["image_stats"]))
     raw = explainer.explain(torch.from_numpy(probs), embeddings, stats)
     ids = records["request_id"].to_pylist()

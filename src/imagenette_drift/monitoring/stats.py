@@ -18,6 +18,7 @@ import torch
 
 from imagenette_drift.drift.assessment import WindowAssessor
 from imagenette_drift.drift.reference import DriftReference
+from imagenette_drift.monitoring.columns import decode_embeddings, list_matrix
 from imagenette_drift.monitoring.explain import EXPLANATION_FIELDS, explanation_columns
 
 # Columns of the prediction records a window needs (`image` and the request metadata are never read).
@@ -90,28 +91,6 @@ class WindowContext:
         if not 0.0 < self.alpha < 1.0:
             raise ValueError(f"alpha must be in (0, 1), got {self.alpha!r}; a common choice is 0.05.")
         self._index = {w: i for i, w in enumerate(self.wnids)}
-
-
-def decode_embeddings(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """Little-endian float16 embedding bytes (one binary value per row) -> ``(n, D)`` float16 array."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    n = len(array)
-    if n == 0:
-        return np.zeros((0, 0), dtype=np.float16)
-    offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)[array.offset : array.offset + n + 1]
-    lengths = np.diff(offsets)
-    if (lengths != lengths[0]).any() or lengths[0] % 2:
-        raise ValueError("embeddings in one window have different byte lengths; were two models mixed?")
-    data = np.frombuffer(array.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
-    return data.view("<f2").reshape(n, lengths[0] // 2)
-
-
-def list_matrix(column: pa.ChunkedArray | pa.Array, dtype: type = np.float32) -> np.ndarray:
-    """A list<float> column of equal-length rows -> ``(n, k)`` array."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    n = len(array)
-    flat = pc.list_flatten(array).to_numpy(zero_copy_only=False).astype(dtype)  # a writable copy for torch
-    return flat.reshape(n, -1) if n else flat.reshape(0, 0)
 
 
 def realized_accuracy(predicted: Sequence[Any], labels: Sequence[Any]) -> tuple[int, float | None]:
