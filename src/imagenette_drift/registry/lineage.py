@@ -1,17 +1,24 @@
-"""What a registered version records about where it came from: metrics, git commit, DVC data version, config."""
+"""Where models came from and what was decided about them: a version's metadata (metrics, git commit, DVC data
+version, config) and the registry's release log (`lineage.jsonl`: gate, canary and promotion decisions)."""
 
 from __future__ import annotations
 
+import json
+import random
 import subprocess
+import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from imagenette_drift.card import CHECKPOINT_KEY, ModelCard
 from imagenette_drift.checkpoint import read_checkpoint
 from imagenette_drift.errors import UserError
+
+if TYPE_CHECKING:
+    from imagenette_drift.registry.base import Registry
 
 DATA_PATH = "data/imagenette2-160"
 
@@ -82,3 +89,41 @@ def read_config(config: Path | None) -> dict[str, Any] | None:
     if not isinstance(loaded, dict):
         raise UserError(f"--config {config} holds no mapping; pass the run's resolved config.yaml.")
     return loaded
+
+
+# -- the release log: every gate, canary and promotion decision, with its reason -------------------------------
+LINEAGE_NAME = "lineage.jsonl"
+APPEND_ATTEMPTS = 20
+
+
+def append_event(registry: Registry, event: dict[str, Any]) -> dict[str, Any]:
+    """Append `event` (plain JSON data) to `<registry>/lineage.jsonl` with an `at` time stamp; return it.
+
+    The file is replaced by the registry's compare-and-swap on its generation (a lock locally,
+    `if_generation_match` on GCS), retried when another writer got in first, so concurrent appends never
+    lose a line. Put ids (alert, training run, versions) and the reason in `event`; never a credential.
+    """
+    from imagenette_drift.registry.base import PromotionConflict
+
+    record = {"at": datetime.now(UTC).isoformat(timespec="seconds"), **event}
+    line = json.dumps(record, sort_keys=True, default=str) + "\n"
+    for attempt in range(APPEND_ATTEMPTS):
+        found = registry._read(LINEAGE_NAME)
+        data, generation = found if found is not None else (b"", 0)
+        try:
+            registry._swap(LINEAGE_NAME, data + line.encode(), generation)
+            return record
+        except PromotionConflict:
+            time.sleep(random.uniform(0, 0.01 * (attempt + 1)))  # jittered backoff: let the winner finish
+    raise UserError(
+        f"could not append to {registry.location}/{LINEAGE_NAME}: {APPEND_ATTEMPTS} concurrent writers won "
+        "first; retry."
+    )
+
+
+def read_events(registry: Registry) -> list[dict[str, Any]]:
+    """Every event of `<registry>/lineage.jsonl`, oldest first (empty before the first)."""
+    found = registry._read(LINEAGE_NAME)
+    if found is None:
+        return []
+    return [json.loads(line) for line in found[0].decode().splitlines() if line.strip()]
