@@ -5,6 +5,7 @@ published by the real `InferenceLogWriter` to a `LocalSink`."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -93,6 +94,33 @@ def metrics_server(text: str) -> Iterator[str]:
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/metrics"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
+def dispatch_recorder(status: int) -> Iterator[tuple[str, list[dict]]]:
+    """A real HTTP server on loopback standing in for GitHub's API: answers every POST with `status` and
+    records its path, headers and JSON body; yields (its URL, the recorded requests)."""
+    requests: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            requests.append({"path": self.path, "headers": headers, "body": json.loads(body)})
+            self.send_response(status)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", requests
     finally:
         server.shutdown()
         server.server_close()
