@@ -124,3 +124,15 @@ def dispatch_recorder(status: int) -> Iterator[tuple[str, list[dict]]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def fake_gcloud(bin_dir: Path, fail_on: str | None = None) -> Path:
+    """A `gcloud` executable in `bin_dir` (put it first on PATH) standing in for Google Cloud: it appends its
+    arguments to the returned file, one call a line, and exits 7 when they contain `fail_on`."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    calls = bin_dir / "calls.txt"
+    fail = f'case "$*" in *{fail_on}*) exit 7;; esac\n' if fail_on else ""
+    gcloud = bin_dir / "gcloud"
+    gcloud.write_text(f'#!/bin/sh\necho "$*" >> "{calls}"\n{fail}')
+    gcloud.chmod(0o755)
+    return calls

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from imagenette_drift.cli import cli_main
 from imagenette_drift.registry import open_registry
 from imagenette_drift.registry.lineage import append_event, read_events
 from imagenette_drift.release.serving_metrics import MetricsError, histogram_quantile, read_metrics
-from tests.release._canary_logs import metrics_server, metrics_text
+from tests.release._canary_logs import fake_gcloud, metrics_server, metrics_text
 
 SERVICE = ["--service", "imagenette-serve", "--region", "europe-west1", "--project", "my-project"]
 URI = "gs://models/registry/0123456789ab/model.ckpt"
@@ -90,13 +89,8 @@ def test_without_dry_run_gcloud_runs_and_its_failure_is_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A recording `gcloud` first on PATH stands in for Google Cloud (it fails `--to-latest` with status 7)."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    calls = tmp_path / "calls.txt"
-    gcloud = bin_dir / "gcloud"
-    gcloud.write_text(f'#!/bin/sh\necho "$*" >> {calls}\ncase "$*" in *--to-latest*) exit 7;; esac\n')
-    gcloud.chmod(gcloud.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    calls = fake_gcloud(tmp_path / "bin", fail_on="--to-latest")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("DRY_RUN", "0")
     registry = ["--registry", str(tmp_path / "registry")]
     code, out, err = _canary(

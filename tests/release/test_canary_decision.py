@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,8 @@ from imagenette_drift.commands.export import export_checkpoint
 from imagenette_drift.data.images import read_image
 from imagenette_drift.drift.estimation import EstimationReference
 from imagenette_drift.registry import open_registry
-from imagenette_drift.registry.lineage import read_events
-from tests.release._canary_logs import metrics_server, metrics_text, serve_to_log
+from imagenette_drift.registry.lineage import append_event, read_events
+from tests.release._canary_logs import fake_gcloud, metrics_server, metrics_text, serve_to_log
 
 pytestmark = pytest.mark.slow  # trains two real models (the session's and a worse one)
 
@@ -238,3 +239,38 @@ def test_too_few_records_hold_and_revisions_of_one_model_are_told_apart(
     assert err.startswith("imagenette canary: hold: ")
     code, out, _ = _decide(capsys, *by_revision, "--min-records", "40", "--window", "all")
     assert code == 0 and "| records | 45 | 40 |" in out  # `all`: the 3-hour-old stable records too
+
+
+def test_a_scheduled_decide_judges_the_canary_in_progress_and_moves_the_champion(
+    trained_checkpoint: Path, worse_checkpoint: Path, images: list[Path], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """No --stable/--canary: the champion against the candidate of the lineage's open `canary.start`; a
+    promotion runs gcloud (a recording stand-in on PATH) and moves the registry's champion to the canary."""
+    registry = open_registry(tmp_path / "registry")
+    champion, _ = registry.register(trained_checkpoint)
+    registry.promote(champion.version)
+    candidate, _ = registry.register(worse_checkpoint)
+    append_event(registry, {"event": "canary.start", "service": "imagenette-serve", "candidate": candidate.version,
+                            "stable_revision": STABLE_REV, "dry_run": False})  # fmt: skip
+    log = _log(tmp_path, load_for_inference(champion.uri), load_for_inference(candidate.uri), images)
+    calls = fake_gcloud(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("DRY_RUN", raising=False)
+    args = ["--log", str(log), "--registry", str(tmp_path / "registry"), "--service", "imagenette-serve"]
+    # The class shares of the two differ (see the rollback test): tolerated here to reach a promotion.
+    code, out, err = _decide(capsys, *args, *JUDGE, "--max-shift", "1", "--apply", "--region", "europe-west1")
+    assert (code, err) == (0, ""), out + err
+    assert f"| model | `{champion.metadata['sha256'][:12]}` | `{candidate.metadata['sha256'][:12]}` |" in out
+    assert (
+        calls.read_text()
+        == "run services update-traffic imagenette-serve --region europe-west1 --to-latest\n"
+    )
+    now = registry.champion()
+    assert (now.version, now.previous) == (candidate.version, champion.version)
+    decided, promoted = read_events(registry)[1:]
+    assert (decided["stable_model"], decided["canary_model"]) == (champion.version, candidate.version)
+    assert promoted["event"] == "canary.promote" and promoted["champion_moved"] is True
+    assert promoted["champion"] == candidate.version and promoted["previous_champion"] == champion.version
+    code, _, err = _decide(capsys, *args)
+    assert code == 2 and "no canary in progress" in err

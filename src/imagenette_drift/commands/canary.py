@@ -13,7 +13,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,10 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--log", required=True, help="the inference log (folder or gs:// prefix) both revisions write"
     )
     decide.add_argument(
-        "--stable", required=True, help="the stable model: a .ckpt, a gs:// URI or a version in --registry"
+        "--stable",
+        default="champion",
+        help="the stable model: a .ckpt, a gs:// URI or a version in --registry (default: the registry's champion)",
     )
     decide.add_argument(
-        "--canary", required=True, help="the canary model: a .ckpt, a gs:// URI or a version in --registry"
+        "--canary",
+        default=None,
+        help="the canary model: a .ckpt, a gs:// URI or a version in --registry (default: the candidate of the "
+        "canary in progress, from the lineage's last `canary.start` with no promote or rollback after it)",
     )
     decide.add_argument(
         "--stable-revision",
@@ -157,9 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_service(decide, required=False)
     _add_lineage(decide)
 
-    promote = actions.add_parser("promote", help="send all traffic to the newest revision (the canary)")
+    promote = actions.add_parser(
+        "promote",
+        help="send all traffic to the newest revision (the canary); a registered --candidate becomes champion",
+    )
     _add_service(promote)
-    promote.add_argument("--candidate", default=None, help="the version promoted (recorded)")
+    promote.add_argument(
+        "--candidate", default=None, help="the version promoted: recorded, and made the registry's champion"
+    )
     _add_lineage(promote)
 
     rollback = actions.add_parser("rollback", help="send all traffic back to the stable revision")
@@ -187,12 +197,13 @@ def _record(registry: Any, event: dict[str, Any], args: argparse.Namespace) -> N
     append_event(registry, {**event, **{k: v for k, v in ids.items() if v is not None}})
 
 
-def _model(value: str, flag: str, registry: Any, cache_dir: Path) -> tuple[Any, str, str]:
-    """(model card, sha256, label) of a .ckpt path, a gs:// URI, or a registry version; no network is built."""
+def _model(value: str, flag: str, registry: Any, cache_dir: Path) -> tuple[Any, str, str | None]:
+    """(model card, sha256, registry version or None) of a .ckpt path, a gs:// URI, or a registry version
+    (`champion` included); only the card is read, no network is built."""
     from imagenette_drift.card import CHECKPOINT_KEY, ModelCard
     from imagenette_drift.checkpoint import file_sha256, read_checkpoint
 
-    label = value
+    version = None
     if value.startswith("gs://"):
         from imagenette_drift.serve.storage import StorageError, resolve_checkpoint
 
@@ -203,14 +214,30 @@ def _model(value: str, flag: str, registry: Any, cache_dir: Path) -> tuple[Any, 
     elif Path(value).is_file():
         path = Path(value)
     else:
-        label = registry.show(value).version
-        path = registry.fetch(label, cache_dir)
+        version = registry.show(value).version
+        path = registry.fetch(version, cache_dir)
     card = ModelCard.from_dict(read_checkpoint(path)[CHECKPOINT_KEY])
-    return card, file_sha256(path), label
+    return card, file_sha256(path), version
 
 
 def _service(args: argparse.Namespace) -> cloud_run.Service:
     return cloud_run.Service(args.service, args.region, args.project)
+
+
+def _canary_in_progress(registry: Any, service: str | None) -> dict[str, Any] | None:
+    """The lineage's last successful `canary.start` (of `service`, when given) with no promote or rollback
+    after it, or None."""
+    from imagenette_drift.registry.lineage import read_events
+
+    current = None
+    for event in read_events(registry):
+        if (service and event.get("service") != service) or "error" in event:
+            continue
+        if event.get("event") == "canary.start":
+            current = event
+        elif event.get("event") in ("canary.promote", "canary.rollback"):
+            current = None
+    return current
 
 
 def _decide(args: argparse.Namespace, parser: argparse.ArgumentParser, registry: Any, dry_run: bool) -> int:
@@ -220,6 +247,12 @@ def _decide(args: argparse.Namespace, parser: argparse.ArgumentParser, registry:
     from imagenette_drift.release.canary_log import RevisionSelector, read_window
     from imagenette_drift.release.serving_metrics import read_metrics
 
+    if args.canary is None:
+        started = _canary_in_progress(registry, args.service)
+        if started is None:
+            parser.error(f"no canary in progress in {registry.location}/lineage.jsonl: pass --canary")
+        args.canary = started["candidate"]
+        args.stable_revision = args.stable_revision or started.get("stable_revision")
     if args.apply and not (args.service and args.region and args.stable_revision):
         parser.error("--apply needs --service, --region and --stable-revision (the rollback target)")
     if bool(args.stable_metrics) != bool(args.canary_metrics):
@@ -234,8 +267,8 @@ def _decide(args: argparse.Namespace, parser: argparse.ArgumentParser, registry:
         )  # fmt: skip
     except ValueError as e:
         parser.error(str(e))
-    stable_card, stable_sha, stable_label = _model(args.stable, "--stable", registry, args.cache_dir)
-    canary_card, canary_sha, canary_label = _model(args.canary, "--canary", registry, args.cache_dir)
+    stable_card, stable_sha, stable_version = _model(args.stable, "--stable", registry, args.cache_dir)
+    canary_card, canary_sha, canary_version = _model(args.canary, "--canary", registry, args.cache_dir)
     if stable_card.wnids != canary_card.wnids:
         raise UserError("--stable and --canary predict different classes (their cards' wnids differ).")
     selectors = (
@@ -259,12 +292,13 @@ def _decide(args: argparse.Namespace, parser: argparse.ArgumentParser, registry:
         text = json.dumps(decision.to_dict(), indent=2) + "\n" if path.suffix == ".json" else table
         write_text_atomic(path, text)
     event: dict[str, Any] = {
-        "event": "canary.decide", "stable_model": stable_label, "canary_model": canary_label, "log": args.log,
+        "event": "canary.decide", "stable_model": stable_version or args.stable,
+        "canary_model": canary_version or args.canary, "log": args.log,
         **decision.to_dict(),
     }  # fmt: skip
     _record(registry, event, args)
     if args.apply and decision.action != "hold":
-        _apply(decision.action, args, registry, canary_label, dry_run)
+        _apply(decision.action, args, registry, canary_version or args.canary, dry_run, stable_version)
     sys.stdout.flush()
     if decision.action != "promote":
         print(f"imagenette canary: {decision.action}: {decision.reason}", file=sys.stderr)
@@ -272,34 +306,56 @@ def _decide(args: argparse.Namespace, parser: argparse.ArgumentParser, registry:
 
 
 def _run_and_record(
-    commands: list[list[str]], event: dict[str, Any], args: argparse.Namespace, registry: Any, dry_run: bool
-) -> None:
-    """Run (or print) the gcloud commands, then record the step; a failed command is recorded with its error."""
+    commands: list[list[str]], event: dict[str, Any], args: argparse.Namespace, registry: Any, dry_run: bool,
+    after: Callable[[], dict[str, Any]] | None = None,
+) -> None:  # fmt: skip
+    """Run (or print) the gcloud commands, then `after` (its fields join the event), then record the step;
+    a failed command is recorded with its error."""
     event = {**event, "commands": commands, "dry_run": dry_run}
     try:
         cloud_run.run_gcloud(commands, dry_run)
     except cloud_run.GcloudError as e:
         _record(registry, {**event, "error": str(e)}, args)
         raise
-    _record(registry, event, args)
+    _record(registry, {**event, **(after() if after else {})}, args)
+
+
+def _move_champion(
+    registry: Any, candidate: str | None, expected: str | None, dry_run: bool
+) -> dict[str, Any]:
+    """Make the promoted canary the registry's champion (compare-and-swap against `expected`, the stable
+    version, when known); nothing when the candidate is not a registered version, or in a dry run."""
+    from imagenette_drift.registry.base import ANY, RegistryError
+
+    if candidate is None or dry_run:
+        return {"champion_moved": False}
+    try:
+        version = registry.show(candidate).version
+    except RegistryError:
+        return {"champion_moved": False}  # a path or gs:// URI: not a registered version
+    champion = registry.promote(version, ANY if expected is None else expected)
+    return {"champion_moved": True, "champion": champion.version, "previous_champion": champion.previous}
 
 
 def _apply(
-    action: str, args: argparse.Namespace, registry: Any, candidate: str | None, dry_run: bool
-) -> None:
+    action: str, args: argparse.Namespace, registry: Any, candidate: str | None, dry_run: bool,
+    expected_champion: str | None = None,
+) -> None:  # fmt: skip
+    """Move the traffic: all to the canary (and make it the registry's champion), or all back to stable."""
     service = _service(args)
-    command = (
-        cloud_run.promote(service)
-        if action == "promote"
-        else cloud_run.rollback(service, args.stable_revision)
-    )
+    if action == "promote":
+        command = cloud_run.promote(service)
+        after = lambda: _move_champion(registry, candidate, expected_champion, dry_run)  # noqa: E731
+    else:
+        command = cloud_run.rollback(service, args.stable_revision)
+        after = None
     event = {
         "event": f"canary.{action}",
         "service": args.service,
         "candidate": candidate,
         "stable_revision": getattr(args, "stable_revision", None),
     }
-    _run_and_record([command], event, args, registry, dry_run)
+    _run_and_record([command], event, args, registry, dry_run, after)
 
 
 def _start(args: argparse.Namespace, registry: Any, dry_run: bool) -> None:
