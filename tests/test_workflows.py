@@ -132,6 +132,13 @@ def test_retrain_workflow_runs_the_loop_in_order() -> None:
     assert "--alert-id" in _runs(job) and "--training-run" in _runs(job)
 
 
+def test_canary_workflow_judges_the_canary_in_progress_on_a_schedule() -> None:
+    workflow = yaml.safe_load((WORKFLOWS / "canary.yml").read_text())
+    assert workflow[True]["schedule"] and "workflow_dispatch" in workflow[True]
+    (job,) = workflow["jobs"].values()
+    assert "imagenette canary decide --log" in _runs(job) and "--apply" in _runs(job)
+
+
 def test_secrets_and_payloads_reach_scripts_only_through_the_environment() -> None:
     """No `${{ secrets.* }}` (a leak into logs and process lists) nor untrusted payload text (script
     injection) is ever written into a `run:` script; they come in through `env:` or an action's `with:`."""
