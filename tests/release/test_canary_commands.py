@@ -15,6 +15,7 @@ from imagenette_drift.registry import open_registry
 from imagenette_drift.registry.lineage import append_event, read_events
 from imagenette_drift.release.serving_metrics import MetricsError, histogram_quantile, read_metrics
 from tests.release._canary_logs import fake_gcloud, metrics_server, metrics_text
+from tests.release.conftest import BUCKET
 
 SERVICE = ["--service", "imagenette-serve", "--region", "europe-west1", "--project", "my-project"]
 URI = "gs://models/registry/0123456789ab/model.ckpt"
@@ -150,6 +151,21 @@ def test_the_release_log_keeps_every_line_under_concurrent_appends(tmp_path: Pat
     assert len(events) == 41 and events[-1]["event"] == "last"
     assert {(e["writer"], e["i"]) for e in events[:-1]} == {(w, i) for w in range(8) for i in range(5)}
     assert all(json.loads(line) for line in (location / "lineage.jsonl").read_text().splitlines())
+
+
+def test_the_release_log_on_gcs_keeps_every_line_under_concurrent_appends(use_emulator: object) -> None:
+    """The same compare-and-swap on GCS (`if_generation_match`), in the emulator."""
+    location = f"gs://{BUCKET}/release-log-test"
+
+    def write(writer: int) -> None:
+        registry = open_registry(location)
+        for i in range(3):
+            append_event(registry, {"event": "test", "writer": writer, "i": i})
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(write, range(4)))
+    events = read_events(open_registry(location))
+    assert sorted((e["writer"], e["i"]) for e in events) == [(w, i) for w in range(4) for i in range(3)]
 
 
 def test_metrics_are_read_from_a_scraped_server_and_from_a_file(tmp_path: Path) -> None:

@@ -4,21 +4,16 @@ version, config) and the registry's release log (`lineage.jsonl`: gate, canary a
 from __future__ import annotations
 
 import json
-import random
 import subprocess
-import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import yaml
 
 from imagenette_drift.card import CHECKPOINT_KEY, ModelCard
 from imagenette_drift.checkpoint import read_checkpoint
 from imagenette_drift.errors import UserError
-
-if TYPE_CHECKING:
-    from imagenette_drift.registry.base import Registry
 
 DATA_PATH = "data/imagenette2-160"
 
@@ -93,37 +88,31 @@ def read_config(config: Path | None) -> dict[str, Any] | None:
 
 # -- the release log: every gate, canary and promotion decision, with its reason -------------------------------
 LINEAGE_NAME = "lineage.jsonl"
-APPEND_ATTEMPTS = 20
 
 
-def append_event(registry: Registry, event: dict[str, Any]) -> dict[str, Any]:
+class ReleaseLogStore(Protocol):
+    """Where the release log lives: a `Registry` (its `append` and `read_object`)."""
+
+    location: str
+
+    def append(self, name: str, data: bytes) -> None: ...
+
+    def read_object(self, name: str) -> bytes | None: ...
+
+
+def append_event(registry: ReleaseLogStore, event: dict[str, Any]) -> dict[str, Any]:
     """Append `event` (plain JSON data) to `<registry>/lineage.jsonl` with an `at` time stamp; return it.
 
-    The file is replaced by the registry's compare-and-swap on its generation (a lock locally,
-    `if_generation_match` on GCS), retried when another writer got in first, so concurrent appends never
-    lose a line. Put ids (alert, training run, versions) and the reason in `event`; never a credential.
+    One JSON object a line, appended by the registry's compare-and-swap (a lock locally, `if_generation_match`
+    on GCS), so concurrent appends never lose a line. Put ids (alert, training run, versions) and the reason
+    in `event`; never a credential.
     """
-    from imagenette_drift.registry.base import PromotionConflict
-
     record = {"at": datetime.now(UTC).isoformat(timespec="seconds"), **event}
-    line = json.dumps(record, sort_keys=True, default=str) + "\n"
-    for attempt in range(APPEND_ATTEMPTS):
-        found = registry._read(LINEAGE_NAME)
-        data, generation = found if found is not None else (b"", 0)
-        try:
-            registry._swap(LINEAGE_NAME, data + line.encode(), generation)
-            return record
-        except PromotionConflict:
-            time.sleep(random.uniform(0, 0.01 * (attempt + 1)))  # jittered backoff: let the winner finish
-    raise UserError(
-        f"could not append to {registry.location}/{LINEAGE_NAME}: {APPEND_ATTEMPTS} concurrent writers won "
-        "first; retry."
-    )
+    registry.append(LINEAGE_NAME, (json.dumps(record, sort_keys=True, default=str) + "\n").encode())
+    return record
 
 
-def read_events(registry: Registry) -> list[dict[str, Any]]:
+def read_events(registry: ReleaseLogStore) -> list[dict[str, Any]]:
     """Every event of `<registry>/lineage.jsonl`, oldest first (empty before the first)."""
-    found = registry._read(LINEAGE_NAME)
-    if found is None:
-        return []
-    return [json.loads(line) for line in found[0].decode().splitlines() if line.strip()]
+    data = registry.read_object(LINEAGE_NAME)
+    return [] if data is None else [json.loads(line) for line in data.decode().splitlines() if line.strip()]
