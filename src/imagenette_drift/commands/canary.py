@@ -1,4 +1,4 @@
-"""`imagenette canary start|decide|promote|rollback`: a Cloud Run canary release, judged on production traffic.
+"""`imagenette canary start|decide|promote|rollback`: a Cloud Run canary, judged on production traffic.
 
 `start` deploys the candidate as a tagged revision with no traffic and gives it a share; `decide` compares
 canary and stable on the same window of the inference log and their `/metrics`, then says promote, rollback
@@ -35,7 +35,8 @@ def _add_lineage(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--registry",
         default=os.environ.get(REGISTRY_ENV_VAR),
-        help=f"registry (folder or gs:// prefix) whose lineage.jsonl records the step (default: ${REGISTRY_ENV_VAR})",
+        help="registry (folder or gs:// prefix) whose lineage.jsonl records the step "
+        f"(default: ${REGISTRY_ENV_VAR})",
     )
     parser.add_argument("--alert-id", default=None, help="the monitor alert that led here (recorded)")
     parser.add_argument(
@@ -46,10 +47,10 @@ def _add_lineage(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imagenette canary",
-        description="Release a candidate as a Cloud Run canary (a tagged revision with a traffic share), judge it "
-        "against the stable revision on the same window of production traffic, and promote or roll it back. "
-        "Each step is recorded with its reason in the registry's lineage.jsonl. DRY_RUN=1 prints the gcloud "
-        "commands instead of running them; gcloud's own credentials are used, never a flag.",
+        description="Release a candidate as a Cloud Run canary (a tagged revision with a traffic share), "
+        "judge it against the stable revision on the same window of production traffic, and promote or roll "
+        "it back. Each step is recorded with its reason in the registry's lineage.jsonl. DRY_RUN=1 prints the "
+        "gcloud commands instead of running them; gcloud's own credentials are used, never a flag.",
         allow_abbrev=False,
     )
     actions = parser.add_subparsers(dest="action", required=True, metavar="{start,decide,promote,rollback}")
@@ -80,13 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     decide.add_argument(
         "--stable",
         default="champion",
-        help="the stable model: a .ckpt, a gs:// URI or a version in --registry (default: the registry's champion)",
+        help="the stable model: a .ckpt, a gs:// URI or a version in --registry (default: the "
+        "registry's champion)",
     )
     decide.add_argument(
         "--canary",
         default=None,
-        help="the canary model: a .ckpt, a gs:// URI or a version in --registry (default: the candidate of the "
-        "canary in progress, from the lineage's last `canary.start` with no promote or rollback after it)",
+        help="the canary model: a .ckpt, a gs:// URI or a version in --registry (default: the candidate of "
+        "the canary in progress, from the lineage's last `canary.start` with no promote or rollback after it)",
     )
     decide.add_argument(
         "--stable-revision",
@@ -164,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     promote = actions.add_parser(
         "promote",
-        help="send all traffic to the newest revision (the canary); a registered --candidate becomes champion",
+        help="send all traffic to the newest revision (the canary); a registered --candidate "
+        "becomes the champion",
     )
     _add_service(promote)
     promote.add_argument(
@@ -185,7 +188,8 @@ def _registry(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Any:
 
     if not args.registry:
         parser.error(
-            f"--registry is required (or set ${REGISTRY_ENV_VAR}): its lineage.jsonl records every canary step"
+            f"--registry is required (or set ${REGISTRY_ENV_VAR}): its lineage.jsonl records every "
+            "canary step"
         )
     return open_registry(args.registry)
 

@@ -11,7 +11,8 @@ Serving checks use each revision's Prometheus `/metrics` (`serving_metrics.py`):
 
 A drop counts only beyond its tolerance plus `z` binomial standard errors of the two shares (a one-sided
 two-proportion margin), so a small window's noise does not roll back an equal model. Any failed check rolls
-back; with no failure, too few records in either revision holds (bake longer); otherwise the canary is promoted.
+back; with no failure, too few records in either revision holds (bake longer); otherwise the canary is
+promoted.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ class CanaryPolicy:
         min_records: Records each revision needs in the window before the model-quality checks decide.
         accuracy_tolerance: Largest drop of estimated top-1 tolerated (0.02 = 2 points), before noise.
         unfamiliar_tolerance: Largest rise of the unfamiliar share tolerated, before noise.
-        max_shift: Class-share shift (total variation) tolerated when the chi-squared test finds it significant.
+        max_shift: Class-share shift (total variation) tolerated when the chi-squared test finds it
+            significant.
         alpha: Significance level of the chi-squared test of the class shares.
         z: Standard errors of noise allowed on top of the two tolerances (1.645: one-sided 95%).
         max_error_increase: Largest rise of the 5xx rate tolerated (0.01 = 1 point).
@@ -171,55 +173,66 @@ def _margin(tolerance: float, z: float, p: float, n_p: int, q: float, n_q: int) 
     return tolerance + z * math.sqrt(p * (1 - p) / n_p + q * (1 - q) / n_q)
 
 
+def _share_check(
+    name: str, label: str, stable: float | None, canary: float | None, n: tuple[int, int], tolerance: float,
+    z: float, worse: Literal["lower", "higher"], missing: str,
+) -> Check:  # fmt: skip
+    """A share (a fraction) that must not get `worse` by more than `tolerance` plus `z` standard errors."""
+    if stable is None or canary is None:
+        return Check(name, None, stable, canary, f"not measured: {missing}")
+    change = stable - canary if worse == "lower" else canary - stable
+    bar = _margin(tolerance, z, stable, n[0], canary, n[1])
+    word = "drop" if worse == "lower" else "rise"
+    detail = f"{label} {canary:.2%} vs stable {stable:.2%}: {word} {change * 100:+.2f} pt, "
+    detail += f"allowed {bar * 100:.2f} pt"
+    return Check(name, change <= bar, stable, canary, detail)
+
+
 def _model_checks(s: RevisionStats, c: RevisionStats, policy: CanaryPolicy) -> list[Check]:
-    checks = []
-    if s.estimated_accuracy is None or c.estimated_accuracy is None:
-        checks.append(Check("estimated_accuracy", None, s.estimated_accuracy, c.estimated_accuracy,
-                            "not measured: a model card carries no estimation reference"))  # fmt: skip
-    else:
-        drop = s.estimated_accuracy - c.estimated_accuracy
-        bar = _margin(
-            policy.accuracy_tolerance, policy.z, s.estimated_accuracy, s.n, c.estimated_accuracy, c.n
-        )
-        checks.append(Check("estimated_accuracy", drop <= bar, s.estimated_accuracy, c.estimated_accuracy,
-                            f"estimated top-1 {c.estimated_accuracy:.2%} vs stable {s.estimated_accuracy:.2%}: "
-                            f"drop {drop * 100:+.2f} pt, allowed {bar * 100:.2f} pt"))  # fmt: skip
-    if s.unfamiliar_share is None or c.unfamiliar_share is None:
-        checks.append(Check("unfamiliar_share", None, s.unfamiliar_share, c.unfamiliar_share,
-                            "not measured: a revision logged no familiarity (its card has no bank)"))  # fmt: skip
-    else:
-        rise = c.unfamiliar_share - s.unfamiliar_share
-        bar = _margin(policy.unfamiliar_tolerance, policy.z, s.unfamiliar_share, s.n_familiarity,
-                      c.unfamiliar_share, c.n_familiarity)  # fmt: skip
-        checks.append(Check("unfamiliar_share", rise <= bar, s.unfamiliar_share, c.unfamiliar_share,
-                            f"unfamiliar share {c.unfamiliar_share:.2%} vs stable {s.unfamiliar_share:.2%}: "
-                            f"rise {rise * 100:+.2f} pt, allowed {bar * 100:.2f} pt"))  # fmt: skip
+    """Estimated top-1 (must not drop), unfamiliar share (must not rise), class-share shift."""
+    accuracy = _share_check(
+        "estimated_accuracy", "estimated top-1", s.estimated_accuracy, c.estimated_accuracy, (s.n, c.n),
+        policy.accuracy_tolerance, policy.z, "lower", "a model card carries no estimation reference",
+    )  # fmt: skip
+    unfamiliar = _share_check(
+        "unfamiliar_share", "unfamiliar share", s.unfamiliar_share, c.unfamiliar_share,
+        (s.n_familiarity, c.n_familiarity), policy.unfamiliar_tolerance, policy.z, "higher",
+        "a revision logged no familiarity (its card has no bank)",
+    )  # fmt: skip
     tv, statistic, p_value = class_shift(s.class_counts, c.class_counts)
     shifted = tv > policy.max_shift and p_value < policy.alpha
-    checks.append(Check("class_shift", not shifted, None, tv,
-                        f"class shares differ by total variation {tv:.3f} (max {policy.max_shift:.3f}), "
-                        f"chi-squared {statistic:.2f}, p {p_value:.2g} (alpha {policy.alpha:g})"))  # fmt: skip
-    return checks
+    detail = (
+        f"class shares differ by total variation {tv:.3f} (max {policy.max_shift:.3f}), "
+        f"chi-squared {statistic:.2f}, p {p_value:.2g} (alpha {policy.alpha:g})"
+    )
+    return [accuracy, unfamiliar, Check("class_shift", not shifted, None, tv, detail)]
 
 
 def _serving_checks(s: ServingMetrics | None, c: ServingMetrics | None, policy: CanaryPolicy) -> list[Check]:
+    """5xx rate (must not rise by more than `max_error_increase`) and p95 latency (relative rise)."""
     if s is None or c is None or not c.requests or not s.requests:
-        detail = "not measured: pass both revisions' /metrics" if s is None or c is None else (
-            "not measured: a revision served no request on the route")  # fmt: skip
-        return [Check("error_rate", None, None, None, detail), Check("latency_p95", None, None, None, detail)]
+        missing = (
+            "pass both revisions' /metrics" if s is None or c is None else "a revision served no request"
+        )
+        return [
+            Check(name, None, None, None, f"not measured: {missing}")
+            for name in ("error_rate", "latency_p95")
+        ]
     se, ce = s.error_rate or 0.0, c.error_rate or 0.0
-    checks = [Check("error_rate", ce - se <= policy.max_error_increase, se, ce,
-                    f"5xx rate {ce:.2%} ({c.errors_5xx}/{c.requests}) vs stable {se:.2%} "
-                    f"({s.errors_5xx}/{s.requests}), allowed rise {policy.max_error_increase * 100:.2f} pt")]  # fmt: skip
+    detail = (
+        f"5xx rate {ce:.2%} ({c.errors_5xx}/{c.requests}) vs stable {se:.2%} ({s.errors_5xx}/{s.requests}), "
+        f"allowed rise {policy.max_error_increase * 100:.2f} pt"
+    )
+    checks = [Check("error_rate", ce - se <= policy.max_error_increase, se, ce, detail)]
     sl, cl = s.latency_p95_s, c.latency_p95_s
     if sl is None or cl is None:
-        checks.append(Check("latency_p95", None, sl, cl, "not measured: no latency histogram"))
-    else:
-        bar = sl * (1 + policy.max_latency_increase)
-        checks.append(Check("latency_p95", cl <= bar + 1e-12, sl, cl,
-                            f"p95 latency {cl * 1000:.1f} ms vs stable {sl * 1000:.1f} ms, allowed "
-                            f"{bar * 1000:.1f} ms (+{policy.max_latency_increase:.0%})"))  # fmt: skip
-    return checks
+        return [*checks, Check("latency_p95", None, sl, cl, "not measured: no latency histogram")]
+    bar = sl * (1 + policy.max_latency_increase)
+    detail = (
+        f"p95 latency {cl * 1000:.1f} ms vs stable {sl * 1000:.1f} ms, allowed {bar * 1000:.1f} ms "
+        f"(+{policy.max_latency_increase:.0%})"
+    )
+    return [*checks, Check("latency_p95", cl <= bar + 1e-12, sl, cl, detail)]
 
 
 def decide(

@@ -41,7 +41,7 @@ class RevisionSelector:
 
 @dataclass(frozen=True)
 class WindowRecords:
-    """Both revisions' records on the shared window [start, end] (UTC), and the files skipped as unreadable."""
+    """Both revisions' records on the shared window [start, end] (UTC), and the unreadable files skipped."""
 
     stable: pa.Table
     canary: pa.Table
@@ -106,8 +106,8 @@ def read_window(
         not stable.revision or not canary.revision or stable.revision == canary.revision
     ):
         raise UserError(
-            f"stable and canary serve the same model ({stable.model_sha256[:12]}): pass --stable-revision and "
-            "--canary-revision (their Cloud Run revision names) so their records can be told apart."
+            f"stable and canary serve the same model ({stable.model_sha256[:12]}): pass --stable-revision "
+            "and --canary-revision (their Cloud Run revision names) so their records can be told apart."
         )
     location = LogLocation(log_url)
     since = None

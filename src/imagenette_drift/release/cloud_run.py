@@ -22,7 +22,7 @@ DEFAULT_PERCENT = 10
 
 
 class GcloudError(UserError, RuntimeError):
-    """A gcloud command failed or gcloud is not installed; the message names the command and its exit status."""
+    """A gcloud command failed or gcloud is missing; the message names the command and its exit status."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def deploy_canary(service: Service, image: str, model_uri: str, tag: str = CANAR
 
 
 def shift_traffic(service: Service, percent: int = DEFAULT_PERCENT, tag: str = CANARY_TAG) -> list[str]:
-    """`gcloud run services update-traffic --to-tags canary=PERCENT`: the canary's share, the rest unchanged."""
+    """`gcloud run services update-traffic --to-tags canary=PERCENT`: the canary's share; the rest as is."""
     if not 0 < percent <= 100:
         raise ValueError(f"--percent must be in 1..100, got {percent}.")
     return [

@@ -1,7 +1,8 @@
-"""A revision's 5xx rate and latency from the server's Prometheus `/metrics` text, scraped or read from a file.
+"""A revision's 5xx rate and latency from the server's Prometheus `/metrics` text, scraped or from a file.
 
 The text is parsed with prometheus_client's own parser; the series are the server's (`serve/metrics.py`):
-`imagenette_requests_total{method,route,status}` and the histogram `imagenette_request_duration_seconds{route}`.
+`imagenette_requests_total{method,route,status}` and the histogram
+`imagenette_request_duration_seconds{route}`.
 Counters are cumulative since each instance started, so a canary's numbers cover its baking period; several
 sources (one per instance, or scrapes saved to files) are summed.
 """
