@@ -84,6 +84,12 @@ def test_dry_run_prints_the_exact_gcloud_commands_and_records_each_step(
             "s-00041-xyz=100",
         ]
     ]
+    # `imagenette registry lineage` prints the release log, all of it or the events naming one version.
+    capsys.readouterr()
+    cli_main(["registry", "--registry", registry, "lineage"])
+    assert capsys.readouterr().out.splitlines() == [json.dumps(e, sort_keys=True) for e in events]
+    cli_main(["registry", "--registry", registry, "lineage", "--version", "0123456789ab"])
+    assert capsys.readouterr().out.splitlines() == [json.dumps(promote, sort_keys=True)]
 
 
 def test_without_dry_run_gcloud_runs_and_its_failure_is_one_line(
