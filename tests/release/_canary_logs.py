@@ -20,28 +20,23 @@ from imagenette_drift.checkpoint import InferenceModel
 from imagenette_drift.data.images import read_image
 from imagenette_drift.drift.familiarity import FamiliarityReference
 from imagenette_drift.drift.image_stats import image_statistics
-from imagenette_drift.inference_log.sink import LocalSink
+from imagenette_drift.inference_log.sink import open_sink
 from imagenette_drift.inference_log.writer import InferenceLogWriter, PredictionPayload
 from imagenette_drift.serve.api import prediction_json
 from imagenette_drift.serve.metrics import ServerMetrics
 
 
 def serve_to_log(
-    model: InferenceModel, images: Sequence[Path], log_root: Path, replica: str, start: dt.datetime,
-    step: dt.timedelta = dt.timedelta(seconds=1),
+    model: InferenceModel, images: Sequence[Path], log: str | Path, replica: str, start: dt.datetime,
+    step: dt.timedelta = dt.timedelta(seconds=1), spill_dir: Path | None = None,
 ) -> list[str]:  # fmt: skip
-    """Serve `images` one request every `step` from `start` and log each record; return the request ids."""
+    """Serve `images` one request every `step` from `start` and log each record to `log` (a folder or a gs://
+    prefix, through `open_sink` as the server does); return the request ids."""
     familiarity = (
         FamiliarityReference.from_state_dict(model.card.familiarity) if model.card.familiarity else None
     )
-    writer = InferenceLogWriter(
-        LocalSink(log_root),
-        log_root.parent / f"spill-{replica}",
-        model.sha256,
-        replica,
-        "torch",
-        flush_records=16,
-    )
+    spill = spill_dir or Path(log).parent / f"spill-{replica}"
+    writer = InferenceLogWriter(open_sink(str(log)), spill, model.sha256, replica, "torch", flush_records=16)
     inputs = torch.stack([model.transform(read_image(p)) for p in images])
     features, probs = model.embed_and_predict(inputs)
     scores = familiarity.score_json(features) if familiarity else [None] * len(images)

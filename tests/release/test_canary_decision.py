@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from imagenette_drift.drift.estimation import EstimationReference
 from imagenette_drift.registry import open_registry
 from imagenette_drift.registry.lineage import append_event, read_events
 from tests.release._canary_logs import fake_gcloud, metrics_server, metrics_text, serve_to_log
+from tests.release.conftest import BUCKET
 
 pytestmark = pytest.mark.slow  # trains two real models (the session's and a worse one)
 
@@ -48,16 +50,24 @@ def equal_checkpoint(trained_checkpoint: Path, tmp_path_factory: pytest.TempPath
     return dest
 
 
-def _log(tmp: Path, stable: InferenceModel, canary: InferenceModel, images: list[Path]) -> Path:
+def _log(
+    tmp: Path,
+    stable: InferenceModel,
+    canary: InferenceModel,
+    images: list[Path],
+    log: str | Path | None = None,
+) -> str | Path:
     """Both revisions serve the same 40 images over the last minutes (Cloud Run splits one traffic stream),
-    each from two instances; the stable revision also logged an hour-old stream that the window leaves out."""
-    log = tmp / "log"
+    each from two instances; the stable revision also logged a 3-hour-old stream that the window leaves out."""
+    log = log or tmp / "log"
     start = NOW - dt.timedelta(minutes=10)
     half = len(images) // 2
     for model, revision in ((stable, STABLE_REV), (canary, CANARY_REV)):
-        serve_to_log(model, images[:half], log, f"{revision}-instance1", start)
-        serve_to_log(model, images[half:], log, f"{revision}-instance2", start + dt.timedelta(seconds=1))
-    serve_to_log(stable, images[:5], log, f"{STABLE_REV}-instance1", NOW - dt.timedelta(hours=3))
+        for i, part in enumerate((images[:half], images[half:])):
+            at = start + dt.timedelta(seconds=i)
+            serve_to_log(model, part, log, f"{revision}-instance{i + 1}", at, spill_dir=tmp / "spill")
+    old = NOW - dt.timedelta(hours=3)
+    serve_to_log(stable, images[:5], log, f"{STABLE_REV}-instance1", old, spill_dir=tmp / "spill")
     return log
 
 
@@ -274,3 +284,38 @@ def test_a_scheduled_decide_judges_the_canary_in_progress_and_moves_the_champion
     assert promoted["champion"] == candidate.version and promoted["previous_champion"] == champion.version
     code, _, err = _decide(capsys, *args)
     assert code == 2 and "no canary in progress" in err
+
+
+def test_on_gcs_a_canary_started_from_the_registry_is_judged_from_the_log_and_rolled_back(
+    trained_checkpoint: Path, worse_checkpoint: Path, images: list[Path], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, use_emulator: object,
+) -> None:  # fmt: skip
+    """Production's layout in the GCS emulator: the registry (champion, candidate, lineage) and the inference
+    log (written by the real GCS sink) under gs:// prefixes; `start`, then `decide --apply` with no models named."""
+    prefix = f"gs://{BUCKET}/canary-{uuid.uuid4().hex[:8]}"
+    registry = open_registry(f"{prefix}/registry")
+    champion, _ = registry.register(trained_checkpoint)
+    registry.promote(champion.version)
+    candidate, _ = registry.register(worse_checkpoint)
+    monkeypatch.setenv("DRY_RUN", "1")
+    monkeypatch.setenv("IMAGENETTE_REGISTRY", registry.location)
+    service = ["--service", "imagenette-serve", "--region", "europe-west1"]
+    capsys.readouterr()
+    cli_main(["canary", "start", *service, "--image", "img:1", "--candidate", candidate.version,
+              "--stable-revision", STABLE_REV, "--alert-id", "window-3"])  # fmt: skip
+    assert (
+        f"--update-env-vars MODEL_URI={prefix}/registry/{candidate.version}/model.ckpt"
+        in capsys.readouterr().out
+    )
+    cache = tmp_path / "cache"
+    log = _log(tmp_path, load_for_inference(registry.fetch(champion.version, cache)),
+               load_for_inference(registry.fetch(candidate.version, cache)), images, f"{prefix}/log")  # fmt: skip
+    code, out, err = _decide(
+        capsys, "--log", str(log), *JUDGE, *service, "--apply", "--cache-dir", str(cache)
+    )
+    assert code == 1 and "**ROLLBACK**: class_shift" in out, out + err
+    assert out.endswith(f"--to-revisions {STABLE_REV}=100\n") and "| records | 40 | 40 |" in out
+    events = read_events(registry)
+    assert [e["event"] for e in events] == ["canary.start", "canary.decide", "canary.rollback"]
+    assert events[1]["canary_model"] == candidate.version and events[1]["stable_model"] == champion.version
+    assert registry.champion().version == champion.version  # a rollback leaves the champion in place
