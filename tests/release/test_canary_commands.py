@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from imagenette_drift.cli import cli_main
+from imagenette_drift.errors import UserError
 from imagenette_drift.registry import open_registry
 from imagenette_drift.registry.lineage import append_event, read_events
+from imagenette_drift.release.canary_log import RevisionSelector, read_window
 from imagenette_drift.release.serving_metrics import MetricsError, histogram_quantile, read_metrics
 from tests.release._canary_logs import fake_gcloud, metrics_server, metrics_text
 from tests.release.conftest import BUCKET
@@ -211,3 +213,12 @@ def test_metrics_errors_name_the_source(tmp_path: Path) -> None:
         read_metrics([str(other)])
     with metrics_server("x") as url, pytest.raises(MetricsError, match="answered HTTP 404"):
         read_metrics([url.replace("/metrics", "/nothing")])
+
+
+def test_a_log_without_either_model_is_a_clear_error(tmp_path: Path) -> None:
+    stable, canary = RevisionSelector("stable", "ab" * 32), RevisionSelector("canary", "cd" * 32, "svc-00002")
+    with pytest.raises(UserError, match=r"holds no prediction records of stable \(model abababababab\) or "
+                                        r"canary \(model cdcdcdcdcdcd on revision svc-00002\): check --log"):  # fmt: skip
+        read_window(str(tmp_path / "empty-log"), stable, canary, 3600.0)
+    with pytest.raises(UserError, match="pass --stable-revision and --canary-revision"):
+        read_window(str(tmp_path), stable, RevisionSelector("canary", "ab" * 32), None)

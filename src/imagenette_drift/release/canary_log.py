@@ -100,7 +100,8 @@ def read_window(
             every record (only the date partitions that can hold the window are read).
 
     Raises:
-        UserError: the two selectors cannot be told apart (same model, no revision names).
+        UserError: the two selectors cannot be told apart (same model, no revision names), or the log holds
+            no record of either.
     """
     if stable.model_sha256 == canary.model_sha256 and (
         not stable.revision or not canary.revision or stable.revision == canary.revision
@@ -124,7 +125,10 @@ def read_window(
     a, b = tables[stable.name], tables[canary.name]
     stamps = [t["timestamp"] for t in (a, b) if t.num_rows]
     if not stamps:
-        return WindowRecords(a, b, None, None, skipped)
+        raise UserError(
+            f"{log_url} holds no prediction records of {stable.describe()} or {canary.describe()}: check --log, "
+            "that the models are the ones served, and that the servers run with --log."
+        )
     end = max(pc.max(s).as_py() for s in stamps)
     start = None if window_s is None else end - dt.timedelta(seconds=window_s)
     if start is None:
