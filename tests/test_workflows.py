@@ -67,14 +67,87 @@ def test_ci_covers_the_issue() -> None:
     for command in ("fit --config", "test --config", "drift --ckpt_path", "report --log-dir", "dvc pull"):
         assert command in runs, command
     assert "cml comment create" in runs
-    for job in ("deploy", "space"):
-        assert jobs[job]["if"] == "github.event_name == 'push' && github.ref == 'refs/heads/main'"
-    deploy = " ".join(s.get("run", "") for s in _steps(jobs["deploy"]))
-    assert "scripts/deploy_cloud_run.sh" in deploy and "sha256sum" in deploy
+    assert jobs["space"]["if"] == "github.event_name == 'push' && github.ref == 'refs/heads/main'"
+    assert jobs["deploy"]["if"].startswith("github.event_name == 'push' && github.ref == 'refs/heads/main'")
     assert "hf upload" in " ".join(s.get("run", "") for s in _steps(jobs["space"]))
     # Secrets only through the secrets context, never written into the workflow.
     assert "credentials_json: ${{ secrets.GCP_SA_KEY }}" in text
     assert "workload_identity_provider: ${{ secrets.GCP_WORKLOAD_IDENTITY_PROVIDER }}" in text
+
+
+def _runs(job: dict) -> str:
+    return "\n".join(s.get("run", "") for s in _steps(job))
+
+
+def _step_index(job: dict, text: str) -> int:
+    """The index of the first step whose `run` contains `text` (fails the test when none does)."""
+    found = [i for i, s in enumerate(_steps(job)) if text in s.get("run", "")]
+    assert found, f"no step runs {text!r}"
+    return found[0]
+
+
+def test_ci_deploys_only_a_registered_candidate_that_passed_the_gate() -> None:
+    """Issue #16: CI's smoke checkpoint is never deployed; the deploy needs the gate job's pass."""
+    jobs = yaml.safe_load((WORKFLOWS / "ci.yml").read_text())["jobs"]
+    gate, deploy = jobs["gate"], jobs["deploy"]
+    # The gate job gates the DVC pipeline's checkpoint, posts its table on the PR, and fails when refused.
+    assert (
+        "imagenette gate" in _runs(gate)
+        and "outputs/pipeline/checkpoints/best.ckpt" in gate["env"]["CANDIDATE"]
+    )
+    assert "cml comment create --pr" in _runs(gate) and "gate.md" in _runs(gate)
+    refuse = _steps(gate)[-1]
+    assert refuse["if"] == "steps.candidate.outputs.found == 'true' && steps.gate.outputs.passed != 'true'"
+    assert refuse["run"].rstrip().endswith("exit 1")
+    assert _step_index(gate, "imagenette registry register") < _step_index(gate, "imagenette gate")
+    # The deploy job runs only after that pass, on the registered version, and never touches a CI checkpoint.
+    assert "gate" in deploy["needs"] and "needs.gate.outputs.passed == 'true'" in deploy["if"]
+    assert deploy["env"]["VERSION"] == "${{ needs.gate.outputs.version }}"
+    text = yaml.safe_dump(deploy)
+    for smoke in ("ci-checkpoint", "download-artifact", "best.ckpt", "imagenette export"):
+        assert smoke not in text, smoke
+    assert "imagenette canary start" in _runs(deploy) and '--candidate "$VERSION"' in _runs(deploy)
+    assert 'imagenette registry show "$VERSION"' in _runs(deploy)
+    # Nothing outside the deploy job releases anything.
+    for name, job in jobs.items():
+        if name != "deploy":
+            for release in ("deploy_cloud_run.sh", "canary start", "gcloud run"):
+                assert release not in _runs(job), (name, release)
+
+
+def test_retrain_workflow_runs_the_loop_in_order() -> None:
+    workflow = yaml.safe_load((WORKFLOWS / "retrain.yml").read_text())
+    triggers = workflow[True]
+    assert triggers["repository_dispatch"] == {"types": ["retrain"]} and "workflow_dispatch" in triggers
+    (job,) = workflow["jobs"].values()
+    order = [
+        "dvc pull",
+        "imagenette export-labelled --log",
+        "dvc repro",
+        "imagenette registry register",
+        "imagenette gate",
+        "imagenette canary start",
+    ]
+    assert [_step_index(job, step) for step in order] == sorted(_step_index(job, step) for step in order)
+    assert "--alert-id" in _runs(job) and "--training-run" in _runs(job)
+
+
+def test_canary_workflow_judges_the_canary_in_progress_on_a_schedule() -> None:
+    workflow = yaml.safe_load((WORKFLOWS / "canary.yml").read_text())
+    assert workflow[True]["schedule"] and "workflow_dispatch" in workflow[True]
+    (job,) = workflow["jobs"].values()
+    assert "imagenette canary decide --log" in _runs(job) and "--apply" in _runs(job)
+
+
+def test_secrets_and_payloads_reach_scripts_only_through_the_environment() -> None:
+    """No `${{ secrets.* }}` (a leak into logs and process lists) nor untrusted payload text (script
+    injection) is ever written into a `run:` script; they come in through `env:` or an action's `with:`."""
+    for path in WORKFLOWS.glob("*.yml"):
+        for name, job in yaml.safe_load(path.read_text())["jobs"].items():
+            for step in _steps(job):
+                script = step.get("run", "")
+                assert "secrets." not in script, (path.name, name, step.get("name"))
+                assert "client_payload" not in script and "inputs." not in script, (path.name, name)
 
 
 def test_pre_commit_config_is_valid_and_pins_the_ruff_used_here() -> None:

@@ -49,6 +49,10 @@ EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
         "imagenette_drift.commands.gate:main",
         "Compare a candidate with the champion on the same test set; exit 1 when the candidate is worse.",
     ),
+    "canary": (
+        "imagenette_drift.commands.canary:main",
+        "Release a candidate as a Cloud Run canary; judge it against stable on production traffic, promote or roll back.",
+    ),
     "report": (
         "imagenette_drift.commands.report:main",
         "Write report.md (metrics, learning curves, confusion matrix, drift, profiler) for CML.",

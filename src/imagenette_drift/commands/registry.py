@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get(REGISTRY_ENV_VAR),
         help=f"a folder or gs://BUCKET/PREFIX (default: ${REGISTRY_ENV_VAR})",
     )
-    actions = parser.add_subparsers(dest="action", required=True, metavar="{list,show,register,promote}")
+    actions = parser.add_subparsers(
+        dest="action", required=True, metavar="{list,show,register,promote,lineage}"
+    )
     actions.add_parser("list", help="registered versions, oldest first; * marks the champion")
     show = actions.add_parser("show", help="one version's metadata as JSON")
     show.add_argument("version", help="a version (sha12) or `champion`")
@@ -49,7 +51,21 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"promote only if the champion is still this version (`{NO_CHAMPION}`: no champion yet), e.g. "
         "the one the gate compared against",
     )
+    lineage = actions.add_parser(
+        "lineage", help="the release log (lineage.jsonl): every canary step and decision with its reason"
+    )
+    lineage.add_argument("--version", default=None, help="only the events naming this version")
     return parser
+
+
+def _lineage(registry: Registry, version: str | None) -> None:
+    """Print the release log's events, oldest first, one JSON object a line."""
+    from imagenette_drift.registry.lineage import read_events
+
+    named = ("candidate", "canary_model", "stable_model", "champion", "previous_champion")
+    for event in read_events(registry):
+        if version is None or version in (event.get(key) for key in named):
+            print(json.dumps(event, sort_keys=True))
 
 
 def _row(version: ModelVersion, champion: str | None) -> str:
@@ -80,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     registry = open_registry(args.registry)
     if args.action == "list":
         _list(registry)
+    elif args.action == "lineage":
+        _lineage(registry, args.version)
     elif args.action == "show":
         version = registry.show(args.version)
         champion = registry.champion()

@@ -10,7 +10,9 @@ exactly one wins and the other raises `PromotionConflict`.
 from __future__ import annotations
 
 import json
+import random
 import tempfile
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -178,6 +180,27 @@ class Registry(ABC):
         data = json.dumps(pointer, sort_keys=True).encode()
         generation = self._swap(CHAMPION_NAME, data, 0 if current is None else current.generation)
         return Champion(target, pointer["promoted_at"], current_version, generation)
+
+    def append(self, name: str, data: bytes, attempts: int = 20) -> None:
+        """Append `data` to the small object `name` at the registry's root (created when missing), by
+        compare-and-swap on its generation, retried with jittered backoff when another writer got in first:
+        concurrent appends never lose data. Raises `PromotionConflict` after `attempts` lost races."""
+        for attempt in range(attempts):
+            found = self._read(name)
+            current, generation = found if found is not None else (b"", 0)
+            try:
+                self._swap(name, current + data, generation)
+                return
+            except PromotionConflict:
+                time.sleep(random.uniform(0, 0.01 * (attempt + 1)))
+        raise PromotionConflict(
+            f"could not append to {self.location}/{name}: {attempts} writers got in first; retry."
+        )
+
+    def read_object(self, name: str) -> bytes | None:
+        """The bytes of object `name` at the registry's root, or None when it does not exist."""
+        found = self._read(name)
+        return None if found is None else found[0]
 
     def _load(self, version: str) -> ModelVersion | None:
         found = self._read(f"{version}/{METADATA_NAME}")

@@ -1,11 +1,13 @@
-"""What a registered version records about where it came from: metrics, git commit, DVC data version, config."""
+"""Where models came from and what was decided about them: a version's metadata (metrics, git commit, DVC data
+version, config) and the registry's release log (`lineage.jsonl`: gate, canary and promotion decisions)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -82,3 +84,35 @@ def read_config(config: Path | None) -> dict[str, Any] | None:
     if not isinstance(loaded, dict):
         raise UserError(f"--config {config} holds no mapping; pass the run's resolved config.yaml.")
     return loaded
+
+
+# -- the release log: every gate, canary and promotion decision, with its reason -------------------------------
+LINEAGE_NAME = "lineage.jsonl"
+
+
+class ReleaseLogStore(Protocol):
+    """Where the release log lives: a `Registry` (its `append` and `read_object`)."""
+
+    location: str
+
+    def append(self, name: str, data: bytes) -> None: ...
+
+    def read_object(self, name: str) -> bytes | None: ...
+
+
+def append_event(registry: ReleaseLogStore, event: dict[str, Any]) -> dict[str, Any]:
+    """Append `event` (plain JSON data) to `<registry>/lineage.jsonl` with an `at` time stamp; return it.
+
+    One JSON object a line, appended by the registry's compare-and-swap (a lock locally, `if_generation_match`
+    on GCS), so concurrent appends never lose a line. Put ids (alert, training run, versions) and the reason
+    in `event`; never a credential.
+    """
+    record = {"at": datetime.now(UTC).isoformat(timespec="seconds"), **event}
+    registry.append(LINEAGE_NAME, (json.dumps(record, sort_keys=True, default=str) + "\n").encode())
+    return record
+
+
+def read_events(registry: ReleaseLogStore) -> list[dict[str, Any]]:
+    """Every event of `<registry>/lineage.jsonl`, oldest first (empty before the first)."""
+    data = registry.read_object(LINEAGE_NAME)
+    return [] if data is None else [json.loads(line) for line in data.decode().splitlines() if line.strip()]
