@@ -45,6 +45,10 @@ EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
         "imagenette_drift.commands.registry:main",
         "Register exported checkpoints (a folder or gs:// prefix), list them, promote a champion atomically.",
     ),
+    "export-labelled": (
+        "imagenette_drift.commands.export_labelled:main",
+        "Write the logged images that have a /feedback label as an ImageFolder training set (train/<wnid>/).",
+    ),
     "gate": (
         "imagenette_drift.commands.gate:main",
         "Compare a candidate with the champion on the same test set; exit 1 when the candidate is worse.",

@@ -2,15 +2,16 @@
 
 Both models go through the inference core (`load_for_inference`, each card's eval transform, its TTA flip),
 never Lightning, so the gate measures exactly what the server would answer. The candidate passes when its
-top-1 is at least the champion's minus `tolerance`, or, with no champion, at least `min_accuracy`.
+top-1 is at least the champion's minus `tolerance`, or, with no champion, at least `min_accuracy`; given an
+inference log, it must also be no worse on the production window (`release/production.py`, `with_production`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -18,6 +19,9 @@ from imagenette_drift.checkpoint import InferenceModel
 from imagenette_drift.data.images import read_image
 from imagenette_drift.data.layout import Split
 from imagenette_drift.errors import BadDataError
+
+if TYPE_CHECKING:
+    from imagenette_drift.release.production import WindowComparison
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,8 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class GateDecision:
-    """The verdict, its one-line reason, and both evaluations (champion None when there is none)."""
+    """The verdict, its one-line reason, both evaluations (champion None when there is none) and, when the gate
+    was given a log, the comparison on the production window."""
 
     passed: bool
     reason: str
@@ -42,9 +47,12 @@ class GateDecision:
     champion: Evaluation | None
     tolerance: float
     min_accuracy: float
+    production: WindowComparison | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(replace(self, production=None))
+        data["production"] = None if self.production is None else self.production.to_dict()
+        return data
 
 
 def evaluate(model: InferenceModel, split: Split, name: str, batch_size: int = 64) -> Evaluation:
@@ -88,6 +96,18 @@ def decide(
     return GateDecision(passed, reason, candidate, champion, tolerance, min_accuracy)
 
 
+def with_production(decision: GateDecision, comparison: WindowComparison) -> GateDecision:
+    """The test-set decision joined with the production window's: refused when the candidate is worse there.
+
+    A window that could not be compared (no logged images) leaves the test-set verdict as it is; the reason and
+    the table say that it was not compared.
+    """
+    passed = decision.passed and comparison.passed is not False
+    return replace(
+        decision, passed=passed, reason=f"{decision.reason}; {comparison.reason}", production=comparison
+    )
+
+
 def format_table(decision: GateDecision) -> str:
     """A side-by-side markdown table of both evaluations and the verdict (for `cml comment create`)."""
     cand, champ = decision.candidate, decision.champion
@@ -108,6 +128,10 @@ def format_table(decision: GateDecision) -> str:
         diff = "" if p is None else (f"{(c - p) * 100:+.2f} pt" if percent else f"{c - p:+.4f}")
         lines.append(f"| {label} | {'-' if p is None else fmt(p)} | {fmt(c)} | {diff} |")
     lines.append(f"| images | {'-' if champ is None else champ.images} | {cand.images} | |")
+    if decision.production is not None:
+        from imagenette_drift.release.production import format_window_table
+
+        lines += ["", format_window_table(decision.production).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -13,7 +14,11 @@ from imagenette_drift.checkpoint import InferenceModel, load_for_inference
 from imagenette_drift.data.layout import scan_split
 from imagenette_drift.data.root import resolve_root
 from imagenette_drift.errors import BadCheckpointError, MissingCheckpointError, UserError
-from imagenette_drift.gate import decide, evaluate, format_table, write_outputs
+from imagenette_drift.gate import GateDecision, decide, evaluate, format_table, with_production, write_outputs
+from imagenette_drift.release.production import DEFAULT_WINDOW_TOLERANCE
+
+if TYPE_CHECKING:
+    from imagenette_drift.release.window import WindowChoice
 
 REFUSED_EXIT = 1
 
@@ -22,8 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imagenette gate",
         description="Evaluate a candidate and the champion on the same test set (the root's val/ folder) with "
-        "the serving code's evaluation; print a side-by-side markdown table. Exit 0 when the candidate's top-1 "
-        "is at least the champion's minus --tolerance (with no champion: at least --min-accuracy), else 1.",
+        "the serving code's evaluation and, with --log, on the latest production window (both replay the images "
+        "the champion served, logged with `serve --log-images`); print a side-by-side markdown table. Exit 0 "
+        "when the candidate's top-1 is at least the champion's minus --tolerance (with no champion: at least "
+        "--min-accuracy) and it is no worse on the window (estimated accuracy, unfamiliar share and realized "
+        "accuracy each within --window-tolerance), else 1.",
         allow_abbrev=False,
     )
     parser.add_argument(
@@ -61,6 +69,30 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="write the table (.md) or the decision (.json); repeat for both",
     )
+    parser.add_argument(
+        "--log",
+        default=None,
+        help="the champion's inference log (a folder or gs://BUCKET/PREFIX): also compare on a production window",
+    )
+    parser.add_argument(
+        "--window",
+        default="latest",
+        help="with --log: `latest` (the newest window of the monitor table in --monitor-out), a record count "
+        "(the champion's last N records) or a duration (e.g. 1h: its records of the last hour it served)",
+    )
+    parser.add_argument(
+        "--monitor-out",
+        type=Path,
+        default=Path("outputs/monitor"),
+        help="with --window latest: the `imagenette monitor --out` folder of the champion",
+    )
+    parser.add_argument(
+        "--window-tolerance",
+        type=float,
+        default=DEFAULT_WINDOW_TOLERANCE,
+        help="how far (a fraction) the candidate may fall behind the champion on the window's estimated and "
+        "realized accuracy, or exceed its unfamiliar share",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument(
@@ -88,11 +120,46 @@ def _load(value: str, flag: str, args: argparse.Namespace) -> InferenceModel:
     return load_for_inference(open_registry(args.registry).fetch(value, args.cache_dir))
 
 
+def _on_window(
+    decision: GateDecision,
+    candidate: InferenceModel,
+    champion: InferenceModel,
+    window: WindowChoice,
+    args: argparse.Namespace,
+) -> GateDecision:
+    """The decision joined with the comparison on the champion's production window."""
+    from imagenette_drift.release.production import compare_on_window
+    from imagenette_drift.release.window import select_window
+    from imagenette_drift.serve.storage import StorageError
+
+    try:
+        records = select_window(args.log, champion.sha256, window, args.monitor_out)
+    except (UserError, StorageError, OSError) as e:
+        raise UserError(f"--log: {e}") from e
+    comparison = compare_on_window(candidate, champion, records, args.window_tolerance, args.batch_size)
+    if not comparison.compared:
+        print(f"imagenette gate: warning: {comparison.reason}", file=sys.stderr)
+    return with_production(decision, comparison)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not 0 <= args.tolerance < 1 or not 0 <= args.min_accuracy <= 1:
-        parser.error("--tolerance must be in [0, 1) and --min-accuracy in [0, 1] (fractions, not percents)")
+    if not 0 <= args.tolerance < 1 or not 0 <= args.min_accuracy <= 1 or not 0 <= args.window_tolerance < 1:
+        parser.error(
+            "--tolerance and --window-tolerance must be in [0, 1) and --min-accuracy in [0, 1] (fractions, not "
+            "percents)"
+        )
+    window = None
+    if args.log is not None:
+        if args.champion is None:
+            parser.error("--log needs --champion: the production window is the traffic the champion served.")
+        from imagenette_drift.release.window import WindowChoice
+
+        try:
+            window = WindowChoice.parse(args.window)
+        except ValueError as e:
+            parser.error(str(e))
     if args.threads:
         torch.set_num_threads(args.threads)
     candidate = _load(args.candidate, "--candidate", args)
@@ -112,6 +179,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.tolerance,
         args.min_accuracy,
     )
+    if window is not None and champion is not None:
+        decision = _on_window(decision, candidate, champion, window, args)
     print(format_table(decision))
     write_outputs(decision, args.output)
     sys.stdout.flush()

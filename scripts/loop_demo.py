@@ -1,0 +1,403 @@
+"""The retraining loop end to end on this machine, on the shipped sample, in a few minutes (`make loop-demo`).
+
+Usage: python scripts/loop_demo.py [--workdir outputs/loop-demo] [--corruption gaussian_noise --severity 5]
+
+Every step is the real command in its own process: train model A (configs/quickstart.yaml), register it as
+the champion, serve it with an inference log that keeps images and a token-protected /feedback, send a
+corrupted stream with feedback labels, run `imagenette monitor` until it alerts (the alert goes out as GitHub's
+`repository_dispatch` to a local HTTP server that records it), `imagenette export-labelled`, fine-tune model B
+from A on the sample plus the labelled logged images, register B, `imagenette gate` it against A on the test
+set and on a production window the server logged after the export, and if it passed promote B and restart
+the server on it. Each step prints its decision; the gate's decision is its own (exit code), never forced.
+Outputs in --workdir: decisions.json, gate.md/gate.json, the log, the monitor's folder, the registry, both runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.server
+import io
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "sample" / "imagenette2-160"
+CONFIG = REPO / "configs" / "quickstart.yaml"
+GITHUB_REPO = "demo/imagenette-drift"
+MONITOR_WINDOW = 20  # records per monitor window: the quickstart's drift window
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class DispatchRecorder:
+    """A local stand-in for api.github.com: records each `POST /repos/{owner}/{repo}/dispatches`, answers 204.
+
+    It keeps the path, event type, payload and whether the bearer token matched, never the token itself.
+    """
+
+    def __init__(self, token: str, record: Path) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.record = record
+        recorder = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                event = {
+                    "path": self.path,
+                    "authorized": self.headers.get("Authorization") == f"Bearer {token}",
+                    "event_type": body.get("event_type"),
+                    "client_payload": body.get("client_payload"),
+                }
+                recorder.events.append(event)
+                with recorder.record.open("a") as f:
+                    f.write(json.dumps(event, default=str) + "\n")
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:  # quiet
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+class Demo:
+    """The loop's steps; `run` calls them in order and writes decisions.json."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.work = args.workdir.resolve()
+        self.log = self.work / "log"
+        self.registry = self.work / "registry"
+        self.decisions: dict[str, Any] = {}
+        self.server: subprocess.Popen | None = None
+        self.server_url = ""
+        self.feedback_token = secrets.token_urlsafe(24)
+        self.github_token = secrets.token_urlsafe(24)
+        threads = str(args.threads)
+        self.env = {
+            **os.environ,
+            "OMP_NUM_THREADS": threads,
+            "MKL_NUM_THREADS": threads,
+            "OPENBLAS_NUM_THREADS": threads,
+            "WANDB_MODE": "offline",
+            "WANDB_SILENT": "true",
+            "HF_HUB_OFFLINE": "1",
+            "GRADIO_ANALYTICS_ENABLED": "False",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])),
+        }
+        self.env.pop("GITHUB_TOKEN", None)
+        self.env.pop("IMAGENETTE_FEEDBACK_TOKEN", None)
+        self.step_no = 0
+        self.started = time.monotonic()
+
+    # -- printing and processes ------------------------------------------------------------------------
+    def say(self, step: str, text: str) -> None:
+        print(f"[{time.monotonic() - self.started:6.1f} s] {step:<16} {text}", flush=True)
+
+    def imagenette(self, *argv: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+                   check: bool = True, name: str = "") -> subprocess.CompletedProcess:  # fmt: skip
+        """Run `imagenette ARGV` (this checkout's) and keep its output in workdir/logs/NAME.log."""
+        command = [sys.executable, "-m", "imagenette_drift", *argv]
+        done = subprocess.run(
+            command, cwd=cwd or self.work, env=env or self.env, capture_output=True, text=True
+        )
+        logs = self.work / "logs"
+        logs.mkdir(exist_ok=True)
+        (logs / f"{name or argv[0]}.log").write_text(
+            f"$ imagenette {' '.join(argv)}\n{done.stdout}{done.stderr}"
+        )
+        if check and done.returncode != 0:
+            raise RuntimeError(
+                f"`imagenette {' '.join(argv)}` exited {done.returncode}:\n{done.stderr[-3000:]}"
+            )
+        return done
+
+    def start_server(self, checkpoint: Path, name: str) -> None:
+        port = _free_port()
+        self.server_url = f"http://127.0.0.1:{port}"
+        command = [
+            sys.executable, "-m", "imagenette_drift", "serve", "--ckpt_path", str(checkpoint),
+            "--host", "127.0.0.1", "--port", str(port), "--threads", str(self.args.threads), "--runtime", "torch",
+            "--log", str(self.log), "--log-images", "--log-flush-records", str(MONITOR_WINDOW),
+            "--log-flush-seconds", "1", "--cache-dir", str(self.work / "cache"), "--log-level", "warning",
+        ]  # fmt: skip
+        (self.work / "logs").mkdir(exist_ok=True)
+        out = (self.work / "logs" / f"serve-{name}.log").open("w")
+        env = {**self.env, "IMAGENETTE_FEEDBACK_TOKEN": self.feedback_token}  # never a flag: `ps` shows flags
+        self.server = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.server.poll() is not None:
+                raise RuntimeError(f"the server exited {self.server.returncode}; see {out.name}")
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"{self.server_url}/health", timeout=2).status_code == 200:
+                    return
+            time.sleep(0.3)
+        raise RuntimeError(f"the server did not become healthy in 180 s; see {out.name}")
+
+    def stop_server(self) -> None:
+        """SIGTERM to the server's process group (it flushes the log), SIGKILL if it lingers."""
+        if self.server is None:
+            return
+        if self.server.poll() is None:
+            os.killpg(self.server.pid, signal.SIGTERM)
+            try:
+                self.server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.server.pid, signal.SIGKILL)
+                self.server.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.server.pid, signal.SIGKILL)
+        self.server = None
+
+    # -- traffic --------------------------------------------------------------------------------------
+    def send(self, paths: list[Path], label: bool) -> dict[str, int]:
+        """POST each image, corrupted, to /predict; with `label`, POST its true class to /feedback."""
+        from imagenette_drift.corruptions import corrupt
+
+        counts = {"answered": 0, "labelled": 0}
+        headers = {"Authorization": f"Bearer {self.feedback_token}"}
+        for i, path in enumerate(paths):
+            with Image.open(path) as image:
+                array = corrupt(image, self.args.corruption, self.args.severity, seed=i)
+            buffer = io.BytesIO()
+            Image.fromarray(array).save(buffer, format="JPEG", quality=90)
+            answer = requests.post(
+                f"{self.server_url}/predict",
+                files={"file": ("x.jpg", buffer.getvalue(), "image/jpeg")},
+                timeout=60,
+            )
+            answer.raise_for_status()
+            counts["answered"] += 1
+            if label:
+                body = {"request_id": answer.json()["request_id"], "label": path.parent.name}
+                posted = requests.post(f"{self.server_url}/feedback", json=body, headers=headers, timeout=30)
+                counts["labelled"] += posted.status_code == 202
+        return counts
+
+    def wait_logged(self, n: int, timeout: float = 60) -> int:
+        """Wait until the log holds `n` prediction records (the server flushes every second)."""
+        import pyarrow.parquet as pq
+
+        deadline = time.monotonic() + timeout
+        found = 0
+        while time.monotonic() < deadline:
+            files = [p for p in (self.log / "predictions").rglob("*.parquet") if not p.name.startswith(".")]
+            found = sum(pq.read_metadata(p).num_rows for p in files)
+            if found >= n:
+                break
+            time.sleep(0.5)
+        return found
+
+    # -- the loop -------------------------------------------------------------------------------------
+    def run(self) -> int:
+        if self.work.exists():
+            shutil.rmtree(self.work)
+        self.work.mkdir(parents=True)
+        recorder = DispatchRecorder(self.github_token, self.work / "dispatches.jsonl")
+        try:
+            return self._loop(recorder)
+        finally:
+            self.stop_server()
+            recorder.close()
+            self.decisions["wall_s"] = round(time.monotonic() - self.started, 1)
+            (self.work / "decisions.json").write_text(json.dumps(self.decisions, indent=2) + "\n")
+
+    def _loop(self, recorder: DispatchRecorder) -> int:
+        args = self.args
+        train = sorted((SAMPLE / "train").rglob("*.JPEG"))
+        test = sorted((SAMPLE / "val").rglob("*.JPEG"))
+
+        # 1. model A
+        a_dir = self.work / "run-a"
+        a_dir.mkdir()
+        t = time.monotonic()
+        self.imagenette("fit", "--config", str(CONFIG), f"--data.root={SAMPLE}", f"--trainer.max_epochs={args.epochs_a}",
+                        cwd=a_dir, name="fit-a")  # fmt: skip
+        a_ckpt = a_dir / "outputs" / "quickstart" / "checkpoints" / "last.ckpt"
+        acc_a = json.loads((a_dir / "outputs" / "quickstart" / "val_metrics.json").read_text())["val/acc"]
+        self.say("train A", f"quickstart, {args.epochs_a} epochs on the sample's {len(train)} train images: held-out acc "
+                 f"{acc_a:.1%} ({time.monotonic() - t:.0f} s)")  # fmt: skip
+        self.decisions["model_a"] = {"checkpoint": str(a_ckpt), "heldout_acc": acc_a}
+
+        # 2. register A as the first champion
+        reg = ["registry", "--registry", str(self.registry)]
+        out = self.imagenette(
+            *reg, "register", "--ckpt_path", str(a_ckpt), "--repo", str(REPO), name="register-a"
+        ).stdout
+        version_a = out.split()[-3]  # "[already ]registered VERSION at URI"
+        self.imagenette(*reg, "promote", version_a, "--expect-champion", "none", name="promote-a")
+        self.say("register A", f"version {version_a} -> champion (the first model: nothing to gate against)")
+        self.decisions["model_a"]["version"] = version_a
+
+        # 3. serve A
+        t = time.monotonic()
+        served_a = self.registry / version_a / "model.ckpt"
+        self.start_server(served_a, "a")
+        self.say("serve A", f"{self.server_url}: inference log with images in {self.log}, /feedback behind a token "
+                 f"({time.monotonic() - t:.0f} s to healthy)")  # fmt: skip
+
+        # 4. a corrupted stream with feedback labels; an unauthenticated label is refused
+        t = time.monotonic()
+        counts = self.send(train, label=True)
+        anonymous = requests.post(
+            f"{self.server_url}/feedback", json={"request_id": "x", "label": "tench"}, timeout=30
+        )
+        logged = self.wait_logged(counts["answered"])
+        self.say("traffic", f"{counts['answered']} images with {args.corruption} (severity {args.severity}) answered, "
+                 f"{counts['labelled']} labels accepted with the token, a label without it refused "
+                 f"(HTTP {anonymous.status_code}); {logged} records logged ({time.monotonic() - t:.0f} s)")  # fmt: skip
+        self.decisions["traffic"] = counts | {"unauthenticated_feedback_status": anonymous.status_code}
+
+        # 5. the monitor, until it alerts (repository_dispatch to the local recorder)
+        monitor_env = {**self.env, "GITHUB_TOKEN": self.github_token, "GITHUB_API_URL": recorder.url}
+        monitor = ["monitor", "--log", str(self.log), "--ckpt_path", str(served_a), "--window", str(MONITOR_WINDOW),
+                   "--alert-k", "2", "--clear-k", "2", "--out", str(self.work / "monitor"),
+                   "--github-repo", GITHUB_REPO, "--threads", str(args.threads)]  # fmt: skip
+        for attempt in range(1, args.monitor_runs + 1):
+            done = self.imagenette(*monitor, env=monitor_env, name=f"monitor-{attempt}")
+            if recorder.events:
+                break
+            time.sleep(2)
+        summary = done.stdout.strip().splitlines()[-1]
+        if not recorder.events:
+            self.say(
+                "monitor", f"no alert after {args.monitor_runs} runs ({summary}): nothing to retrain; stop."
+            )
+            self.decisions["alert"] = None
+            return 1
+        event = recorder.events[0]
+        payload = event["client_payload"]
+        self.say("monitor", f"run {attempt}: {summary}")
+        self.say("alert", f"RAISED on window {payload['window']} -> repository_dispatch '{event['event_type']}' "
+                 f"received by the local recorder (token {'ok' if event['authorized'] else 'WRONG'}), "
+                 f"log {payload['log']}")  # fmt: skip
+        self.decisions["alert"] = {"window": payload["window"], "event_type": event["event_type"], "log": payload["log"],
+                                   "authorized": event["authorized"]}  # fmt: skip
+
+        # 6. the labelled logged images, merged with the sample, as B's training set
+        data_b = self.work / "data-b"
+        out = self.imagenette("export-labelled", "--log", payload["log"], "--output", str(data_b), "--base", str(SAMPLE),
+                              name="export-labelled").stdout  # fmt: skip
+        export = json.loads((data_b / "export.json").read_text())
+        self.say("export-labelled", f"{export['exported']} labelled logged images + "
+                 f"{sum(export['base_per_class'].values())} sample images -> {data_b}; skipped "
+                 f"{export['skipped_unlabelled']} unlabelled, {export['skipped_imageless']} without an image")  # fmt: skip
+        self.decisions["export"] = {k: export[k] for k in ("exported", "per_class", "skipped_unlabelled",
+                                                            "skipped_imageless", "orphan_labels")}  # fmt: skip
+        del out
+
+        # production goes on while B trains: these requests form the window the gate judges B on
+        counts = self.send(test, label=True)
+        logged = self.wait_logged(len(train) + counts["answered"])
+        self.say("traffic", f"{counts['answered']} more images (the sample's test images, {args.corruption}) served by "
+                 f"A after the export, {counts['labelled']} labelled: the gate's production window")  # fmt: skip
+
+        # 7. model B: fine-tuned from A on the sample plus the labelled logged images
+        b_dir = self.work / "run-b"
+        b_dir.mkdir()
+        t = time.monotonic()
+        epochs_b = args.epochs_a + args.epochs_b
+        self.imagenette("fit", "--config", str(CONFIG), f"--data.root={data_b}", f"--ckpt_path={a_ckpt}",
+                        f"--trainer.max_epochs={epochs_b}", cwd=b_dir, name="fit-b")  # fmt: skip
+        b_ckpt = b_dir / "outputs" / "quickstart" / "checkpoints" / "last.ckpt"
+        acc_b = json.loads((b_dir / "outputs" / "quickstart" / "val_metrics.json").read_text())["val/acc"]
+        self.say("retrain B", f"resumed A for {args.epochs_b} more epochs on {data_b.name}: held-out acc {acc_b:.1%} "
+                 f"({time.monotonic() - t:.0f} s)")  # fmt: skip
+        out = self.imagenette(
+            *reg, "register", "--ckpt_path", str(b_ckpt), "--repo", str(REPO), name="register-b"
+        ).stdout
+        version_b = out.split()[-3]
+        self.decisions["model_b"] = {"checkpoint": str(b_ckpt), "heldout_acc": acc_b, "version": version_b}
+        self.say("register B", f"version {version_b} (candidate)")
+
+        # 8. the gate: test set and the production window
+        gate = self.imagenette("gate", "--registry", str(self.registry), "--candidate", version_b, "--champion", "champion",
+                               f"--data.root={SAMPLE}", "--log", str(self.log), "--window", str(len(test)),
+                               "--tolerance", str(args.tolerance), "--window-tolerance", str(args.window_tolerance),
+                               "--output", str(self.work / "gate.md"), "--output", str(self.work / "gate.json"),
+                               "--threads", str(args.threads), check=False, name="gate")  # fmt: skip
+        if gate.returncode not in (0, 1):
+            raise RuntimeError(f"imagenette gate failed ({gate.returncode}):\n{gate.stderr[-3000:]}")
+        decision = json.loads((self.work / "gate.json").read_text())
+        verdict = "PASS" if gate.returncode == 0 else "REFUSED"
+        self.say("gate", f"{verdict}: {decision['reason']}")
+        print(gate.stdout, flush=True)
+        self.decisions["gate"] = {
+            "passed": decision["passed"],
+            "exit_code": gate.returncode,
+            "reason": decision["reason"],
+        }
+
+        # 9. release: promote B and restart the server on it, or keep A
+        if gate.returncode != 0:
+            self.say(
+                "release", f"B refused: the server stays on A ({version_a}); B stays a registered candidate"
+            )
+            self.decisions["release"] = {"serving": version_a, "promoted": False}
+            return 0
+        self.imagenette(*reg, "promote", version_b, "--expect-champion", version_a, name="promote-b")
+        self.stop_server()
+        t = time.monotonic()
+        self.start_server(self.registry / version_b / "model.ckpt", "b")
+        info = requests.get(f"{self.server_url}/info", timeout=10).json()
+        counts = self.send(test[:5], label=False)
+        ok = info["checkpoint"]["sha256"].startswith(version_b)
+        self.say("release", f"B promoted to champion; server restarted on B ({time.monotonic() - t:.0f} s), /info "
+                 f"{'names' if ok else 'does NOT name'} {version_b}; {counts['answered']} requests answered by B")  # fmt: skip
+        self.decisions["release"] = {"serving": version_b, "promoted": True, "info_names_b": ok}
+        return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--workdir", type=Path, default=Path("outputs/loop-demo"), help="emptied, then filled"
+    )
+    parser.add_argument("--corruption", default="gaussian_noise", help="ImageNet-C corruption of the stream")
+    parser.add_argument("--severity", type=int, default=5, help="its severity, 1-5")
+    parser.add_argument("--epochs-a", type=int, default=3, help="epochs of model A (the quickstart's)")
+    parser.add_argument("--epochs-b", type=int, default=2, help="more epochs for B, resumed from A")
+    parser.add_argument("--tolerance", type=float, default=0.005, help="the gate's test-set tolerance")
+    parser.add_argument(
+        "--window-tolerance", type=float, default=0.02, help="the gate's production-window tolerance"
+    )
+    parser.add_argument(
+        "--monitor-runs", type=int, default=5, help="monitor runs before giving up on an alert"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch/BLAS threads of every process")
+    args = parser.parse_args(argv)
+    print(f"loop demo in {args.workdir} (threads per process: {args.threads})", flush=True)
+    code = Demo(args).run()
+    print(f"decisions: {args.workdir / 'decisions.json'}", flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
