@@ -53,6 +53,11 @@ serve: setup  ## REST server on :8000 for SERVE_CHECKPOINT (trains the quickstar
 deploy-cloud-run:  ## build Dockerfile.serve and deploy to Cloud Run: MODEL_URI=gs://... [PROJECT= REGION= DRY_RUN=1]
 	scripts/deploy_cloud_run.sh
 
+.PHONY: loop-demo
+LOOP_DEMO_ARGS ?=
+loop-demo: setup  ## the retraining loop on the sample in a few minutes: serve, drift alert, export-labelled, retrain, gate, release (outputs/loop-demo)
+	$(BIN)/python scripts/loop_demo.py $(LOOP_DEMO_ARGS)
+
 .PHONY: app
 app: setup  ## the Gradio demo on :7860 against `make serve` (API_URL=..., or APP_CHECKPOINT=path to run in-process)
 	$(BIN)/python app/app.py

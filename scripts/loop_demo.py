@@ -222,12 +222,39 @@ class Demo:
         self.work.mkdir(parents=True)
         recorder = DispatchRecorder(self.github_token, self.work / "dispatches.jsonl")
         try:
-            return self._loop(recorder)
+            code = self._loop(recorder)
         finally:
             self.stop_server()
             recorder.close()
             self.decisions["wall_s"] = round(time.monotonic() - self.started, 1)
             (self.work / "decisions.json").write_text(json.dumps(self.decisions, indent=2) + "\n")
+        self.print_summary()
+        return code
+
+    def print_summary(self) -> None:
+        """The loop's decisions, one line each."""
+        d = self.decisions
+        alert = d.get("alert")
+        lines = [
+            "monitor: no alert, nothing retrained"
+            if alert is None
+            else f"monitor: alert raised on window {alert['window']} -> repository_dispatch 'retrain'"
+        ]
+        if "export" in d:
+            lines.append(f"export-labelled: {d['export']['exported']} labelled logged images for retraining")
+        if "gate" in d:
+            lines.append(
+                f"gate: {'PASS' if d['gate']['passed'] else 'REFUSED'} (exit {d['gate']['exit_code']})"
+            )
+        if "release" in d:
+            release = d["release"]
+            lines.append(
+                f"release: {'B promoted, now serving' if release['promoted'] else 'kept A, serving'} "
+                f"{release['serving']}"
+            )
+        print(
+            f"\nloop finished in {d['wall_s']:.0f} s:", *(f"  {line}" for line in lines), sep="\n", flush=True
+        )
 
     def _loop(self, recorder: DispatchRecorder) -> int:
         args = self.args

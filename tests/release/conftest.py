@@ -1,15 +1,17 @@
-"""Fixtures of the release tests: a clearly worse real checkpoint, and a GCS emulator with a bucket."""
+"""Fixtures of the release tests: a clearly worse real checkpoint, a GCS emulator with a bucket, and real
+inference logs written by real servers."""
 
 from __future__ import annotations
 
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import quickstart_args
+from tests.conftest import SAMPLE_ROOT, quickstart_args
 from tests.serve._gcs import StorageEmulator
 
 BUCKET = "registry"
@@ -45,3 +47,85 @@ def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StorageEmulator]:
 def use_emulator(gcs: StorageEmulator, monkeypatch: pytest.MonkeyPatch) -> StorageEmulator:
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs.host)
     return gcs
+
+
+# -- a real inference log written by real servers (gate --log, export-labelled) --------------------------------
+FEEDBACK_TOKEN = "release-feedback-token"
+
+
+@dataclass
+class ServedLog:
+    """A log written by `imagenette serve` and what was sent to it: request id -> (image bytes, posted label)."""
+
+    root: Path
+    checkpoint: Path
+    sent: dict[str, tuple[bytes, str | None]]
+    orphan_labels: int = 0
+
+
+def _serve_and_send(
+    checkpoint: Path, root: Path, images: list[tuple[Path, bool]], *flags: str, orphan: bool = False
+) -> ServedLog:
+    """Serve `checkpoint` logging to `root`, POST each image (with its true label when marked), stop (flush)."""
+    import requests
+
+    from tests.serve._server import ServeProcess
+
+    served = ServedLog(root, checkpoint, {})
+    process = ServeProcess(
+        checkpoint, root.parent / f"{root.name}-server.log",
+        "--log", str(root), "--log-flush-seconds", "0.5", "--runtime", "torch",
+        "--cache-dir", str(root.parent / "cache"), *flags,
+        env={"IMAGENETTE_FEEDBACK_TOKEN": FEEDBACK_TOKEN},
+    )  # fmt: skip
+    auth = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}
+    with process:
+        for path, labelled in images:
+            data = path.read_bytes()
+            reply = requests.post(f"{process.url}/predict", files={"file": ("x.jpg", data)}, timeout=60)
+            assert reply.status_code == 200, reply.text
+            rid = reply.json()["request_id"]
+            label = path.parent.name if labelled else None
+            if labelled:
+                answer = requests.post(
+                    f"{process.url}/feedback",
+                    json={"request_id": rid, "label": label},
+                    headers=auth,
+                    timeout=30,
+                )
+                assert answer.status_code == 202, answer.text
+            else:  # a label without the token is refused, so it never reaches the log
+                answer = requests.post(
+                    f"{process.url}/feedback", json={"request_id": rid, "label": path.parent.name}, timeout=30
+                )
+                assert answer.status_code == 401, answer.text
+            served.sent[rid] = (data, label)
+        if orphan:  # a label for a request this log never saw
+            answer = requests.post(
+                f"{process.url}/feedback",
+                json={"request_id": "ghost-1", "label": "tench"},
+                headers=auth,
+                timeout=30,
+            )
+            assert answer.status_code == 202
+            served.orphan_labels = 1
+    return served
+
+
+@pytest.fixture(scope="session")
+def served_log(trained_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> ServedLog:
+    """The session's model served with --log-images: 5 train images (no label; one tried without the token),
+    then the 40 test images, each labelled through /feedback, and one label for an unknown request."""
+    root = tmp_path_factory.mktemp("served") / "log"
+    train = sorted((SAMPLE_ROOT / "train").rglob("*.JPEG"))[::16][:5]
+    test = sorted((SAMPLE_ROOT / "val").rglob("*.JPEG"))
+    images = [(p, False) for p in train] + [(p, True) for p in test]
+    return _serve_and_send(trained_checkpoint, root, images, "--log-images", orphan=True)
+
+
+@pytest.fixture(scope="session")
+def imageless_log(trained_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> ServedLog:
+    """The session's model served without --log-images: 10 test images, each labelled."""
+    root = tmp_path_factory.mktemp("imageless") / "log"
+    test = sorted((SAMPLE_ROOT / "val").rglob("*.JPEG"))[::4]
+    return _serve_and_send(trained_checkpoint, root, [(p, True) for p in test])
