@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample" / "imagenette2-160"
 CONFIG = REPO / "configs" / "quickstart.yaml"
 GITHUB_REPO = "demo/imagenette-drift"
+MARKER = ".loop-demo"  # marks a workdir the demo may empty on its next run
 MONITOR_WINDOW = 20  # records per monitor window: the quickstart's drift window
 
 
@@ -217,9 +218,14 @@ class Demo:
 
     # -- the loop -------------------------------------------------------------------------------------
     def run(self) -> int:
-        if self.work.exists():
-            shutil.rmtree(self.work)
-        self.work.mkdir(parents=True)
+        if self.work.exists() and any(self.work.iterdir()):
+            if not (self.work / MARKER).is_file():
+                raise SystemExit(
+                    f"--workdir {self.work} holds files this demo did not write; pass an empty or new folder."
+                )
+            shutil.rmtree(self.work)  # an earlier demo's outputs
+        self.work.mkdir(parents=True, exist_ok=True)
+        (self.work / MARKER).write_text("outputs of scripts/loop_demo.py; emptied by the next run\n")
         recorder = DispatchRecorder(self.github_token, self.work / "dispatches.jsonl")
         try:
             code = self._loop(recorder)
