@@ -30,6 +30,7 @@ import pyarrow as pa
 import torch
 from PIL import Image
 
+from imagenette_drift.card import ModelCard
 from imagenette_drift.checkpoint import InferenceModel
 from imagenette_drift.data.images import pil_to_tensor
 from imagenette_drift.drift.estimation import EstimationReference
@@ -137,7 +138,7 @@ def replay(
 
 
 def measure(
-    model_card: Any,
+    model_card: ModelCard,
     sha256: str,
     source: str,
     probs: torch.Tensor,
