@@ -12,7 +12,7 @@ import pytest
 from imagenette_drift.cli import cli_main
 from imagenette_drift.data.layout import scan_split
 from tests.conftest import SAMPLE_ROOT
-from tests.release.conftest import ServedLog
+from tests.release.conftest import BUCKET, ServedLog
 
 pytestmark = pytest.mark.slow  # trains a real model and runs real servers
 
@@ -107,3 +107,17 @@ def test_labels_outside_the_base_are_refused_before_anything_is_written(
         capsys, "--log", str(served_log.root), "--output", str(tmp_path / "d"), "--base", str(tmp_path)
     )
     assert code == 2 and "has no train/ folder" in err
+
+
+def test_a_gs_log_in_the_storage_emulator_exports_the_same_images(
+    served_log: ServedLog, use_emulator, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    for path in sorted(served_log.root.rglob("*.parquet")):
+        use_emulator.upload(BUCKET, f"fleet/log/{path.relative_to(served_log.root)}", path)
+    code, out, err = _export(capsys, "--log", f"gs://{BUCKET}/fleet/log", "--output", str(tmp_path / "data"))
+    assert code == 0, err
+    exported = {
+        p.stem.removeprefix("log-"): p.read_bytes() for p in (tmp_path / "data" / "train").rglob("*.jpg")
+    }
+    assert exported == {rid: data for rid, (data, label) in served_log.sent.items() if label is not None}
+    assert "skipped: 5 unlabelled record(s)" in out

@@ -18,7 +18,7 @@ from imagenette_drift.data.images import read_image
 from imagenette_drift.drift.estimation import EstimationReference
 from imagenette_drift.drift.familiarity import FamiliarityReference
 from tests.conftest import SAMPLE_ROOT
-from tests.release.conftest import ServedLog
+from tests.release.conftest import BUCKET, ServedLog
 
 pytestmark = pytest.mark.slow  # trains two real models and runs real servers
 
@@ -207,3 +207,18 @@ def test_bad_window_input_is_one_line(
     assert code == 2 and "--window latest reads the monitor's window table" in err and err.count("\n") == 1, (
         err
     )
+
+
+def test_the_window_is_read_from_a_gs_log(
+    served_log: ServedLog, use_emulator, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    for path in sorted(served_log.root.rglob("*.parquet")):
+        use_emulator.upload(BUCKET, f"gate/log/{path.relative_to(served_log.root)}", path)
+    checkpoint, js = str(served_log.checkpoint), tmp_path / "gate.json"
+    code, out, err = _gate(
+        capsys, "--candidate", checkpoint, "--champion", checkpoint, "--log", f"gs://{BUCKET}/gate/log",
+        "--window", "40", "--output", str(js),
+    )  # fmt: skip
+    production = json.loads(js.read_text())["production"]
+    assert code == 0 and production["n_images"] == production["n_labelled"] == 40, (out, err)
+    assert f"in gs://{BUCKET}/gate/log" in out
