@@ -263,147 +263,156 @@ class Demo:
         )
 
     def _loop(self, recorder: DispatchRecorder) -> int:
-        args = self.args
         train = sorted((SAMPLE / "train").rglob("*.JPEG"))
         test = sorted((SAMPLE / "val").rglob("*.JPEG"))
-
-        # 1. model A
-        a_dir = self.work / "run-a"
-        a_dir.mkdir()
-        t = time.monotonic()
-        self.imagenette("fit", "--config", str(CONFIG), f"--data.root={SAMPLE}", f"--trainer.max_epochs={args.epochs_a}",
-                        cwd=a_dir, name="fit-a")  # fmt: skip
-        a_ckpt = a_dir / "outputs" / "quickstart" / "checkpoints" / "last.ckpt"
-        acc_a = json.loads((a_dir / "outputs" / "quickstart" / "val_metrics.json").read_text())["val/acc"]
-        self.say("train A", f"quickstart, {args.epochs_a} epochs on the sample's {len(train)} train images: held-out acc "
-                 f"{acc_a:.1%} ({time.monotonic() - t:.0f} s)")  # fmt: skip
-        self.decisions["model_a"] = {"checkpoint": str(a_ckpt), "heldout_acc": acc_a}
-
-        # 2. register A as the first champion
-        reg = ["registry", "--registry", str(self.registry)]
-        out = self.imagenette(
-            *reg, "register", "--ckpt_path", str(a_ckpt), "--repo", str(REPO), name="register-a"
-        ).stdout
-        version_a = out.split()[-3]  # "[already ]registered VERSION at URI"
-        self.imagenette(*reg, "promote", version_a, "--expect-champion", "none", name="promote-a")
+        a_ckpt = self.train("A", self.work / "run-a", SAMPLE, self.args.epochs_a)
+        version_a = self.register("A", a_ckpt)
+        self.imagenette(
+            *self.registry_args, "promote", version_a, "--expect-champion", "none", name="promote-a"
+        )
         self.say("register A", f"version {version_a} -> champion (the first model: nothing to gate against)")
-        self.decisions["model_a"]["version"] = version_a
-
-        # 3. serve A
-        t = time.monotonic()
         served_a = self.registry / version_a / "model.ckpt"
-        self.start_server(served_a, "a")
-        self.say("serve A", f"{self.server_url}: inference log with images in {self.log}, /feedback behind a token "
-                 f"({time.monotonic() - t:.0f} s to healthy)")  # fmt: skip
+        self.serve("A", served_a)
+        self.stream(train)
+        payload = self.await_alert(recorder, served_a)
+        if payload is None:
+            return 1
+        data_b = self.export(payload["log"])
+        # Production goes on while B trains: these requests form the window the gate judges B on.
+        counts = self.send(test, label=True)
+        self.wait_logged(len(train) + counts["answered"])
+        self.say("traffic", f"{counts['answered']} more images (the sample's test images, {self.args.corruption}) "
+                 f"served by A after the export, {counts['labelled']} labelled: the gate's production window")  # fmt: skip
+        b_ckpt = self.train("B", self.work / "run-b", data_b, self.args.epochs_b, resume=a_ckpt)
+        version_b = self.register("B", b_ckpt)
+        self.say("register B", f"version {version_b} (candidate)")
+        if self.gate(version_b, len(test)):
+            return self.release(version_a, version_b, test[:5])
+        self.say("release", f"B refused: the server stays on A ({version_a}); B stays a registered candidate")
+        self.decisions["release"] = {"serving": version_a, "promoted": False}
+        return 0
 
-        # 4. a corrupted stream with feedback labels; an unauthenticated label is refused
-        t = time.monotonic()
-        counts = self.send(train, label=True)
+    # -- the steps --------------------------------------------------------------------------------------
+    @property
+    def registry_args(self) -> list[str]:
+        return ["registry", "--registry", str(self.registry)]
+
+    def train(self, name: str, run_dir: Path, root: Path, epochs: int, resume: Path | None = None) -> Path:
+        """Quickstart fit of model `name` (resumed from `resume` for `epochs` more); its last.ckpt."""
+        run_dir.mkdir()
+        started = time.monotonic()
+        total = epochs + (self.args.epochs_a if resume else 0)
+        extra = [f"--ckpt_path={resume}"] if resume else []
+        self.imagenette("fit", "--config", str(CONFIG), f"--data.root={root}", f"--trainer.max_epochs={total}",
+                        *extra, cwd=run_dir, name=f"fit-{name.lower()}")  # fmt: skip
+        out = run_dir / "outputs" / "quickstart"
+        acc = json.loads((out / "val_metrics.json").read_text())["val/acc"]
+        how = f"resumed A for {epochs} more epochs" if resume else f"quickstart, {epochs} epochs"
+        self.say(f"{'retrain' if resume else 'train'} {name}", f"{how} on {root.name}: held-out acc {acc:.1%} "
+                 f"({time.monotonic() - started:.0f} s)")  # fmt: skip
+        self.decisions[f"model_{name.lower()}"] = {"checkpoint": str(out / "checkpoints" / "last.ckpt"),
+                                                   "heldout_acc": acc}  # fmt: skip
+        return out / "checkpoints" / "last.ckpt"
+
+    def register(self, name: str, checkpoint: Path) -> str:
+        """`imagenette registry register`; the version (sha12)."""
+        out = self.imagenette(*self.registry_args, "register", "--ckpt_path", str(checkpoint), "--repo", str(REPO),
+                              name=f"register-{name.lower()}").stdout  # fmt: skip
+        version = out.split()[-3]  # "[already ]registered VERSION at URI"
+        self.decisions[f"model_{name.lower()}"]["version"] = version
+        return version
+
+    def serve(self, name: str, checkpoint: Path) -> None:
+        started = time.monotonic()
+        self.start_server(checkpoint, name.lower())
+        self.say(f"serve {name}", f"{self.server_url}: inference log with images in {self.log}, /feedback behind a "
+                 f"token ({time.monotonic() - started:.0f} s to healthy)")  # fmt: skip
+
+    def stream(self, paths: list[Path]) -> None:
+        """The corrupted stream with feedback labels; an unauthenticated label is refused."""
+        started = time.monotonic()
+        counts = self.send(paths, label=True)
         anonymous = requests.post(
             f"{self.server_url}/feedback", json={"request_id": "x", "label": "tench"}, timeout=30
         )
         logged = self.wait_logged(counts["answered"])
-        self.say("traffic", f"{counts['answered']} images with {args.corruption} (severity {args.severity}) answered, "
-                 f"{counts['labelled']} labels accepted with the token, a label without it refused "
-                 f"(HTTP {anonymous.status_code}); {logged} records logged ({time.monotonic() - t:.0f} s)")  # fmt: skip
+        self.say("traffic", f"{counts['answered']} images with {self.args.corruption} (severity {self.args.severity}) "
+                 f"answered, {counts['labelled']} labels accepted with the token, a label without it refused "
+                 f"(HTTP {anonymous.status_code}); {logged} records logged ({time.monotonic() - started:.0f} s)")  # fmt: skip
         self.decisions["traffic"] = counts | {"unauthenticated_feedback_status": anonymous.status_code}
 
-        # 5. the monitor, until it alerts (repository_dispatch to the local recorder)
-        monitor_env = {**self.env, "GITHUB_TOKEN": self.github_token, "GITHUB_API_URL": recorder.url}
-        monitor = ["monitor", "--log", str(self.log), "--ckpt_path", str(served_a), "--window", str(MONITOR_WINDOW),
+    def await_alert(self, recorder: DispatchRecorder, checkpoint: Path) -> dict[str, Any] | None:
+        """Run `imagenette monitor` until its alert reaches the recorder; the dispatch's payload (None: no alert)."""
+        env = {**self.env, "GITHUB_TOKEN": self.github_token, "GITHUB_API_URL": recorder.url}
+        monitor = ["monitor", "--log", str(self.log), "--ckpt_path", str(checkpoint), "--window", str(MONITOR_WINDOW),
                    "--alert-k", "2", "--clear-k", "2", "--out", str(self.work / "monitor"),
-                   "--github-repo", GITHUB_REPO, "--threads", str(args.threads)]  # fmt: skip
-        for attempt in range(1, args.monitor_runs + 1):
-            done = self.imagenette(*monitor, env=monitor_env, name=f"monitor-{attempt}")
+                   "--github-repo", GITHUB_REPO, "--threads", str(self.args.threads)]  # fmt: skip
+        for attempt in range(1, self.args.monitor_runs + 1):
+            summary = (
+                self.imagenette(*monitor, env=env, name=f"monitor-{attempt}").stdout.strip().splitlines()[-1]
+            )
             if recorder.events:
                 break
             time.sleep(2)
-        summary = done.stdout.strip().splitlines()[-1]
         if not recorder.events:
-            self.say(
-                "monitor", f"no alert after {args.monitor_runs} runs ({summary}): nothing to retrain; stop."
-            )
+            self.say("monitor", f"no alert after {attempt} runs ({summary}): nothing to retrain; stop.")
             self.decisions["alert"] = None
-            return 1
+            return None
         event = recorder.events[0]
         payload = event["client_payload"]
         self.say("monitor", f"run {attempt}: {summary}")
         self.say("alert", f"RAISED on window {payload['window']} -> repository_dispatch '{event['event_type']}' "
                  f"received by the local recorder (token {'ok' if event['authorized'] else 'WRONG'}), "
                  f"log {payload['log']}")  # fmt: skip
-        self.decisions["alert"] = {"window": payload["window"], "event_type": event["event_type"], "log": payload["log"],
-                                   "authorized": event["authorized"]}  # fmt: skip
+        self.decisions["alert"] = {"window": payload["window"], "event_type": event["event_type"],
+                                   "log": payload["log"], "authorized": event["authorized"]}  # fmt: skip
+        return payload
 
-        # 6. the labelled logged images, merged with the sample, as B's training set
-        data_b = self.work / "data-b"
-        out = self.imagenette("export-labelled", "--log", payload["log"], "--output", str(data_b), "--base", str(SAMPLE),
-                              name="export-labelled").stdout  # fmt: skip
-        export = json.loads((data_b / "export.json").read_text())
+    def export(self, log: str) -> Path:
+        """`imagenette export-labelled` of the log the alert names, merged with the sample: B's training set."""
+        data = self.work / "data-b"
+        self.imagenette("export-labelled", "--log", log, "--output", str(data), "--base", str(SAMPLE),
+                        name="export-labelled")  # fmt: skip
+        export = json.loads((data / "export.json").read_text())
         self.say("export-labelled", f"{export['exported']} labelled logged images + "
-                 f"{sum(export['base_per_class'].values())} sample images -> {data_b}; skipped "
+                 f"{sum(export['base_per_class'].values())} sample images -> {data}; skipped "
                  f"{export['skipped_unlabelled']} unlabelled, {export['skipped_imageless']} without an image")  # fmt: skip
-        self.decisions["export"] = {k: export[k] for k in ("exported", "per_class", "skipped_unlabelled",
-                                                            "skipped_imageless", "orphan_labels")}  # fmt: skip
-        del out
+        keys = ("exported", "per_class", "skipped_unlabelled", "skipped_imageless", "orphan_labels")
+        self.decisions["export"] = {k: export[k] for k in keys}
+        return data
 
-        # production goes on while B trains: these requests form the window the gate judges B on
-        counts = self.send(test, label=True)
-        logged = self.wait_logged(len(train) + counts["answered"])
-        self.say("traffic", f"{counts['answered']} more images (the sample's test images, {args.corruption}) served by "
-                 f"A after the export, {counts['labelled']} labelled: the gate's production window")  # fmt: skip
-
-        # 7. model B: fine-tuned from A on the sample plus the labelled logged images
-        b_dir = self.work / "run-b"
-        b_dir.mkdir()
-        t = time.monotonic()
-        epochs_b = args.epochs_a + args.epochs_b
-        self.imagenette("fit", "--config", str(CONFIG), f"--data.root={data_b}", f"--ckpt_path={a_ckpt}",
-                        f"--trainer.max_epochs={epochs_b}", cwd=b_dir, name="fit-b")  # fmt: skip
-        b_ckpt = b_dir / "outputs" / "quickstart" / "checkpoints" / "last.ckpt"
-        acc_b = json.loads((b_dir / "outputs" / "quickstart" / "val_metrics.json").read_text())["val/acc"]
-        self.say("retrain B", f"resumed A for {args.epochs_b} more epochs on {data_b.name}: held-out acc {acc_b:.1%} "
-                 f"({time.monotonic() - t:.0f} s)")  # fmt: skip
-        out = self.imagenette(
-            *reg, "register", "--ckpt_path", str(b_ckpt), "--repo", str(REPO), name="register-b"
-        ).stdout
-        version_b = out.split()[-3]
-        self.decisions["model_b"] = {"checkpoint": str(b_ckpt), "heldout_acc": acc_b, "version": version_b}
-        self.say("register B", f"version {version_b} (candidate)")
-
-        # 8. the gate: test set and the production window
-        gate = self.imagenette("gate", "--registry", str(self.registry), "--candidate", version_b, "--champion", "champion",
-                               f"--data.root={SAMPLE}", "--log", str(self.log), "--window", str(len(test)),
-                               "--tolerance", str(args.tolerance), "--window-tolerance", str(args.window_tolerance),
-                               "--output", str(self.work / "gate.md"), "--output", str(self.work / "gate.json"),
-                               "--threads", str(args.threads), check=False, name="gate")  # fmt: skip
+    def gate(self, candidate: str, window: int) -> bool:
+        """`imagenette gate` against the champion on the test set and the log's last `window` records."""
+        args = self.args
+        gate = self.imagenette("gate", "--registry", str(self.registry), "--candidate", candidate,
+                               "--champion", "champion", f"--data.root={SAMPLE}", "--log", str(self.log),
+                               "--window", str(window), "--tolerance", str(args.tolerance),
+                               "--window-tolerance", str(args.window_tolerance), "--output", str(self.work / "gate.md"),
+                               "--output", str(self.work / "gate.json"), "--threads", str(args.threads),
+                               check=False, name="gate")  # fmt: skip
         if gate.returncode not in (0, 1):
             raise RuntimeError(f"imagenette gate failed ({gate.returncode}):\n{gate.stderr[-3000:]}")
         decision = json.loads((self.work / "gate.json").read_text())
-        verdict = "PASS" if gate.returncode == 0 else "REFUSED"
-        self.say("gate", f"{verdict}: {decision['reason']}")
+        self.say("gate", f"{'PASS' if gate.returncode == 0 else 'REFUSED'}: {decision['reason']}")
         print(gate.stdout, flush=True)
-        self.decisions["gate"] = {
-            "passed": decision["passed"],
-            "exit_code": gate.returncode,
-            "reason": decision["reason"],
-        }
+        self.decisions["gate"] = {"passed": decision["passed"], "exit_code": gate.returncode,
+                                  "reason": decision["reason"]}  # fmt: skip
+        return gate.returncode == 0
 
-        # 9. release: promote B and restart the server on it, or keep A
-        if gate.returncode != 0:
-            self.say(
-                "release", f"B refused: the server stays on A ({version_a}); B stays a registered candidate"
-            )
-            self.decisions["release"] = {"serving": version_a, "promoted": False}
-            return 0
-        self.imagenette(*reg, "promote", version_b, "--expect-champion", version_a, name="promote-b")
+    def release(self, version_a: str, version_b: str, check: list[Path]) -> int:
+        """Promote B (only if A is still the champion), restart the server on it, and check that B answers."""
+        self.imagenette(
+            *self.registry_args, "promote", version_b, "--expect-champion", version_a, name="promote-b"
+        )
         self.stop_server()
-        t = time.monotonic()
+        started = time.monotonic()
         self.start_server(self.registry / version_b / "model.ckpt", "b")
         info = requests.get(f"{self.server_url}/info", timeout=10).json()
-        counts = self.send(test[:5], label=False)
+        counts = self.send(check, label=False)
         ok = info["checkpoint"]["sha256"].startswith(version_b)
-        self.say("release", f"B promoted to champion; server restarted on B ({time.monotonic() - t:.0f} s), /info "
-                 f"{'names' if ok else 'does NOT name'} {version_b}; {counts['answered']} requests answered by B")  # fmt: skip
+        self.say("release", f"B promoted to champion; server restarted on B ({time.monotonic() - started:.0f} s), "
+                 f"/info {'names' if ok else 'does NOT name'} {version_b}; {counts['answered']} requests answered "
+                 "by B")  # fmt: skip
         self.decisions["release"] = {"serving": version_b, "promoted": True, "info_names_b": ok}
         return 0 if ok else 1
 
