@@ -222,3 +222,25 @@ def test_the_window_is_read_from_a_gs_log(
     production = json.loads(js.read_text())["production"]
     assert code == 0 and production["n_images"] == production["n_labelled"] == 40, (out, err)
     assert f"in gs://{BUCKET}/gate/log" in out
+
+
+def test_records_the_candidate_trained_on_are_left_out(
+    served_log: ServedLog, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from imagenette_drift.release.labelled import export_labelled
+
+    export_labelled(str(served_log.root), tmp_path / "data")  # the 40 labelled test images
+    checkpoint, js = str(served_log.checkpoint), tmp_path / "gate.json"
+    common = ["--candidate", checkpoint, "--champion", checkpoint, "--log", str(served_log.root)]
+    code, out, err = _gate(
+        capsys, *common, "--window", "1h", "--exclude-trained", str(tmp_path / "data"), "--output", str(js)
+    )
+    production = json.loads(js.read_text())["production"]
+    assert code == 0 and production["n_records"] == 5 and production["n_labelled"] == 0, (out, err)
+    assert "40 record(s) the candidate trained on left out" in out
+    code, _, err = _gate(capsys, *common, "--window", "40", "--exclude-trained", str(tmp_path / "data"))
+    assert (
+        code == 2 and "all 40 records were in the candidate's training data" in err and err.count("\n") == 1
+    )
+    code, _, err = _gate(capsys, *common, "--window", "40", "--exclude-trained", str(tmp_path))
+    assert code == 2 and "is not a folder written by `imagenette export-labelled`" in err

@@ -87,6 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --window latest: the `imagenette monitor --out` folder of the champion",
     )
     parser.add_argument(
+        "--exclude-trained",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DATA_ROOT",
+        help="with --log: a folder written by `imagenette export-labelled` that the candidate trained on; its "
+        "logged images' records are left out of the window (repeat for several)",
+    )
+    parser.add_argument(
         "--window-tolerance",
         type=float,
         default=DEFAULT_WINDOW_TOLERANCE,
@@ -129,11 +138,13 @@ def _on_window(
 ) -> GateDecision:
     """The decision joined with the comparison on the champion's production window."""
     from imagenette_drift.release.production import compare_on_window
-    from imagenette_drift.release.window import select_window
+    from imagenette_drift.release.window import exclude_trained, select_window
     from imagenette_drift.serve.storage import StorageError
 
     try:
         records = select_window(args.log, champion.sha256, window, args.monitor_out)
+        if args.exclude_trained:
+            records = exclude_trained(records, args.exclude_trained)
     except (UserError, StorageError, OSError) as e:
         raise UserError(f"--log: {e}") from e
     comparison = compare_on_window(candidate, champion, records, args.window_tolerance, args.batch_size)

@@ -194,9 +194,20 @@ def _link_base(source: Path, dest: Path) -> int:
     return len(files)
 
 
+def logged_stem(request_id: str) -> str:
+    """The file name (without suffix) of a request's exported image: `log-<request_id>`, `:` made `_`."""
+    return LOGGED_PREFIX + request_id.replace(":", "_")
+
+
+def exported_stems(root: Path) -> set[str]:
+    """The `logged_stem` of every logged image under `root/train`: the export's own, and those of a base that
+    was itself an export (linked in)."""
+    return {p.stem for p in (Path(root) / "train").glob(f"*/{LOGGED_PREFIX}*")}
+
+
 def _write_image(folder: Path, request_id: str, fmt: str, data: bytes) -> None:
     """The logged bytes as they are (known formats), else re-encoded as PNG so the data module reads them."""
-    stem = LOGGED_PREFIX + request_id.replace(":", "_")
+    stem = logged_stem(request_id)
     suffix = SUFFIXES.get(fmt)
     if suffix is not None:
         (folder / f"{stem}{suffix}").write_bytes(data)

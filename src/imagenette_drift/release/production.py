@@ -14,7 +14,8 @@ is listed as not compared. The 2-point default is about the calibration error AT
 estimation benchmarks: a tighter bar would refuse candidates on estimator noise.
 
 Pitfall: images the candidate was trained on (`imagenette export-labelled` takes the labelled ones from the
-log) inflate its realized and estimated accuracy there: judge it on a window served after the export.
+log) inflate its realized and estimated accuracy there: judge it on a window served after the export, or
+leave those records out (`window.exclude_trained`, `imagenette gate --exclude-trained`).
 Without logged images only the champion can be described (from what the log holds); the candidate is not
 compared and the comparison says so.
 """

@@ -139,6 +139,34 @@ def select_window(
     )
 
 
+def exclude_trained(window: ProductionWindow, roots: list[Path]) -> ProductionWindow:
+    """`window` without the records whose images `imagenette export-labelled` wrote under any of `roots` (the
+    candidate's training data): a model judged on images it trained on looks better than it is.
+
+    Raises:
+        MissingDataError: a root holds no export (no `export.json`), or every record of the window is excluded.
+    """
+    from imagenette_drift.release.labelled import SUMMARY_NAME, exported_stems, logged_stem
+
+    trained: set[str] = set()
+    for root in roots:
+        if not (Path(root) / SUMMARY_NAME).is_file():
+            raise MissingDataError(
+                f"--exclude-trained {root} is not a folder written by `imagenette export-labelled` (no {SUMMARY_NAME})."
+            )
+        trained |= exported_stems(root)
+    keep = pa.array([logged_stem(r) not in trained for r in window.records["request_id"].to_pylist()])
+    records = window.records.filter(keep)
+    left_out = window.n - records.num_rows
+    if not records.num_rows:
+        raise MissingDataError(
+            f"{window.description}: all {window.n} records were in the candidate's training data "
+            "(--exclude-trained); judge it on a later window (e.g. --window N of the records served since)."
+        )
+    description = f"{window.description}; {left_out} record(s) the candidate trained on left out"
+    return ProductionWindow(records, window.model_sha256, description, window.skipped)
+
+
 def _monitor_window(keys: pa.Table, model_sha256: str, monitor_out: Path | None) -> tuple[pa.Table, str]:
     """The records inside the bounds of the monitor's newest window (its table's last row)."""
     out = Path(monitor_out or "outputs/monitor")
