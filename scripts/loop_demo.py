@@ -382,11 +382,12 @@ class Demo:
         return data
 
     def gate(self, candidate: str, window: int) -> bool:
-        """`imagenette gate` against the champion on the test set and the log's last `window` records."""
+        """`imagenette gate` against the champion on the test set and the log's last `window` records (less any
+        that B trained on: none, as they were served after the export)."""
         args = self.args
         gate = self.imagenette("gate", "--registry", str(self.registry), "--candidate", candidate,
                                "--champion", "champion", f"--data.root={SAMPLE}", "--log", str(self.log),
-                               "--window", str(window), "--tolerance", str(args.tolerance),
+                               "--window", str(window), "--exclude-trained", str(self.work / "data-b"), "--tolerance", str(args.tolerance),
                                "--window-tolerance", str(args.window_tolerance), "--output", str(self.work / "gate.md"),
                                "--output", str(self.work / "gate.json"), "--threads", str(args.threads),
                                check=False, name="gate")  # fmt: skip

@@ -107,6 +107,8 @@ def test_labels_outside_the_base_are_refused_before_anything_is_written(
         capsys, "--log", str(served_log.root), "--output", str(tmp_path / "d"), "--base", str(tmp_path)
     )
     assert code == 2 and "has no train/ folder" in err
+    code, _, err = _export(capsys, "--log", str(tmp_path / "nowhere"), "--output", str(tmp_path / "d"))
+    assert code == 2 and "does not exist" in err and err.count("\n") == 1
 
 
 def test_a_gs_log_in_the_storage_emulator_exports_the_same_images(

@@ -51,6 +51,7 @@ def test_the_loop_runs_end_to_end_and_prints_each_decision(tmp_path: Path) -> No
     gate = json.loads((work / "gate.json").read_text())
     production = gate["production"]
     assert production["n_records"] == production["n_images"] == 40 and production["compared"] is True
+    assert "; 0 record(s) the candidate trained on left out" in production["description"]
     version_a, version_b = decisions["model_a"]["version"], decisions["model_b"]["version"]
     records = ds.dataset(work / "log" / "predictions", partitioning=None).to_table()
     served_a = records.filter(pc.starts_with(records["model_sha256"], version_a)).sort_by("timestamp")

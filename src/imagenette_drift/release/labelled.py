@@ -25,8 +25,7 @@ from PIL import Image
 
 from imagenette_drift.data.layout import IMAGE_SUFFIXES, find_class_folders
 from imagenette_drift.errors import BadDataError, MissingDataError
-from imagenette_drift.monitoring.reader import LogLocation
-from imagenette_drift.release.logged import list_files, read_columns, read_labels, read_rows
+from imagenette_drift.release.logged import list_files, open_log, read_columns, read_labels, read_rows
 
 SUMMARY_NAME = "export.json"
 LOGGED_PREFIX = "log-"  # logged images are named log-<request_id>.<ext>, never clashing with the base's names
@@ -87,7 +86,7 @@ def export_labelled(log: str, output: Path, base: Path | None = None) -> ExportS
     if output.exists():
         raise BadDataError(f"--output {output} already exists; pass a new folder (the export never merges).")
     base_classes = _base_classes(base)
-    location = LogLocation(log)
+    location = open_log(log)
     labels, skipped = read_labels(location)
     found = list_files(location, "predictions")
     skipped |= found.skipped

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from imagenette_drift.errors import MissingDataError
 from imagenette_drift.inference_log.schema import LogSchemaError, RecordKind, check_schema
 from imagenette_drift.monitoring.reader import LogLocation
 
@@ -28,6 +29,16 @@ class LogFiles:
 
     files: list[str]
     skipped: dict[str, str] = field(default_factory=dict)
+
+
+def open_log(url: str) -> LogLocation:
+    """The log at `url` (a folder or gs://BUCKET/PREFIX); MissingDataError for a local folder that is absent."""
+    location = LogLocation(url)
+    if location.is_local and not location.fs.isdir(location.root):
+        raise MissingDataError(
+            f"the log {url} does not exist; pass the folder `imagenette serve --log` wrote."
+        )
+    return location
 
 
 def model_partition(relative: str) -> str | None:

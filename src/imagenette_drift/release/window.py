@@ -21,13 +21,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from imagenette_drift.errors import BadDataError, MissingDataError
-from imagenette_drift.monitoring.reader import LogLocation
 from imagenette_drift.monitoring.report import TABLE_NAME, read_table
 from imagenette_drift.monitoring.windows import US, WindowSpec
 from imagenette_drift.release.logged import (
     join_labels,
     list_files,
     models_in_log,
+    open_log,
     read_columns,
     read_labels,
     read_rows,
@@ -105,7 +105,7 @@ def select_window(
         MissingDataError: the log holds no readable records of that model, or `latest` finds no monitor table.
         BadDataError: the monitor at `monitor_out` watched another model.
     """
-    location = LogLocation(log)
+    location = open_log(log)
     found = list_files(location, "predictions", model_sha256)
     if not found.files:
         others = ", ".join(models_in_log(location)) or "none"
