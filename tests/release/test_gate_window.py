@@ -7,8 +7,10 @@ from disk, not from the log), so the log reading, the window selection and the l
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
+import pyarrow.dataset as ds
 import pytest
 import torch
 
@@ -103,7 +105,7 @@ def test_a_candidate_worse_on_the_window_is_refused_with_its_table(
     assert f"| predictions that differ | | | {disagree:.2%} |" in out
     assert (
         "the last 40 records (--window 40)" in out
-        and "40 records, 40 with images, 40 with a /feedback label" in out
+        and "40 records, 40 replayed by both models, 40 with a /feedback label" in out
     )
 
 
@@ -164,6 +166,18 @@ def test_latest_is_the_monitors_newest_window(
     # 45 records make two full windows of 20; the newest (window 1) holds records 21-40, all labelled test images
     assert code == 0 and production["n_records"] == 20 and production["n_labelled"] == 20, out
     assert f"the monitor's latest window (1, 20 records, {monitor_out})" in out
+    # Without a monitor folder: the newest UTC hour of the log (all 45 records, sent within a minute or two,
+    # unless an hour boundary fell between them).
+    code, out, _ = _gate(
+        capsys, "--candidate", checkpoint, "--champion", checkpoint, "--log", str(served_log.root),
+        "--output", str(js),
+    )  # fmt: skip
+    production = json.loads(js.read_text())["production"]
+    logged = ds.dataset(served_log.root / "predictions", partitioning=None).to_table(columns=["timestamp"])
+    hours = Counter(t.replace(minute=0, second=0, microsecond=0) for t in logged["timestamp"].to_pylist())
+    newest = max(h for h, n in hours.items() if n >= 2)  # an hour holding 1 record is no window
+    assert code == 0 and production["n_records"] == hours[newest], out
+    assert f"the latest window (the UTC hour from {newest:%Y-%m-%d %H:%M}" in out
 
 
 def test_without_images_only_the_champion_is_described(
@@ -232,15 +246,15 @@ def test_records_the_candidate_trained_on_are_left_out(
     export_labelled(str(served_log.root), tmp_path / "data")  # the 40 labelled test images
     checkpoint, js = str(served_log.checkpoint), tmp_path / "gate.json"
     common = ["--candidate", checkpoint, "--champion", checkpoint, "--log", str(served_log.root)]
-    code, out, err = _gate(
-        capsys, *common, "--window", "1h", "--exclude-trained", str(tmp_path / "data"), "--output", str(js)
-    )
+    trained = ["--exclude-trained", str(tmp_path / "data"), "--output", str(js)]
+    code, out, err = _gate(capsys, *common, "--window", "1h", *trained)
     production = json.loads(js.read_text())["production"]
-    assert code == 0 and production["n_records"] == 5 and production["n_labelled"] == 0, (out, err)
+    assert code == 0 and production["n_records"] == 45 and production["n_images"] == 5, (out, err)
+    assert production["champion"]["n_labelled"] == 0 and production["compared"] is True
     assert "40 record(s) the candidate trained on left out" in out
-    code, _, err = _gate(capsys, *common, "--window", "40", "--exclude-trained", str(tmp_path / "data"))
-    assert (
-        code == 2 and "all 40 records were in the candidate's training data" in err and err.count("\n") == 1
-    )
+    # Every record of the window trained on: nothing to compare, said so; the test set decides.
+    code, out, err = _gate(capsys, *common, "--window", "40", *trained)
+    assert code == 0 and "all 40 records with an image were in the candidate's training data" in err, err
+    assert json.loads(js.read_text())["production"]["compared"] is False
     code, _, err = _gate(capsys, *common, "--window", "40", "--exclude-trained", str(tmp_path))
     assert code == 2 and "is not a folder written by `imagenette export-labelled`" in err

@@ -77,14 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--window",
         default="latest",
-        help="with --log: `latest` (the newest window of the monitor table in --monitor-out), a record count "
-        "(the champion's last N records) or a duration (e.g. 1h: its records of the last hour it served)",
+        help="with --log: `latest` (the monitor's newest window: from --monitor-out's table, else the newest UTC "
+        "hour of the champion's records), a record count (its last N records) or a duration (e.g. 1h: its "
+        "records of the last hour it served)",
     )
     parser.add_argument(
         "--monitor-out",
         type=Path,
-        default=Path("outputs/monitor"),
-        help="with --window latest: the `imagenette monitor --out` folder of the champion",
+        default=None,
+        help="with --window latest: the `imagenette monitor --out` folder of the champion, whose newest window "
+        "is taken (default: none, the newest UTC hour of the champion's records, the monitor's default window)",
     )
     parser.add_argument(
         "--exclude-trained",

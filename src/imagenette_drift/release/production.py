@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from PIL import Image
 
@@ -37,7 +38,7 @@ from imagenette_drift.data.images import pil_to_tensor
 from imagenette_drift.drift.estimation import EstimationReference
 from imagenette_drift.drift.familiarity import FamiliarityReference
 from imagenette_drift.monitoring.stats import decode_embeddings, list_matrix
-from imagenette_drift.release.window import ProductionWindow
+from imagenette_drift.release.window import TRAINED_COLUMN, ProductionWindow
 
 DEFAULT_WINDOW_TOLERANCE = 0.02
 
@@ -183,15 +184,22 @@ def compare_on_window(
     champion is described from its logged answers and the candidate is not compared.
     """
     records = window.records
-    has_image = records["image"].is_valid()
-    with_images = records.filter(has_image)
+    usable = records["image"].is_valid()
+    n_images = pc.sum(usable).as_py() or 0
+    if TRAINED_COLUMN in records.column_names:
+        usable = pc.and_(usable, pc.invert(records[TRAINED_COLUMN]))
+    with_images = records.filter(usable)
     labels = with_images["label_wnid"].to_pylist()
     not_compared: list[str] = []
     if with_images.num_rows == 0:
         champ = _from_log(champion, records)
+        why = (
+            f"the log holds no images for these {records.num_rows} records (serve with --log-images)"
+            if n_images == 0
+            else f"all {n_images} records with an image were in the candidate's training data (--exclude-trained)"
+        )
         not_compared.append(
-            f"the log holds no images for these {records.num_rows} records (serve with --log-images), so the "
-            "candidate could not answer them; the champion's column is what the log holds"
+            f"{why}, so the candidate could not answer them; the champion's column is what the log holds"
         )
         return WindowComparison(
             window.description, records.num_rows, 0, window.n_labelled, champ, None, None, None, None,
@@ -206,8 +214,8 @@ def compare_on_window(
     replay_agreement = float(np.mean([a == b for a, b in zip(champ.predicted, logged, strict=True)]))
     disagreement = float(np.mean([a != b for a, b in zip(champ.predicted, cand.predicted, strict=True)]))
     checks = _checks(champ, cand, tolerance, not_compared)
-    if with_images.num_rows < records.num_rows:
-        not_compared.append(f"{records.num_rows - with_images.num_rows} records without an image left out")
+    if n_images < records.num_rows:
+        not_compared.append(f"{records.num_rows - n_images} records without an image left out")
     return WindowComparison(
         window.description, records.num_rows, with_images.num_rows, window.n_labelled, champ, cand,
         disagreement, _total_variation(champ.predicted, cand.predicted, champion.card.wnids), replay_agreement,
@@ -266,7 +274,7 @@ def format_window_table(comparison: WindowComparison) -> str:
     lines = [
         "### Production window",
         "",
-        f"{comparison.description}: {comparison.n_records} records, {comparison.n_images} with images, "
+        f"{comparison.description}: {comparison.n_records} records, {comparison.n_images} replayed by both models, "
         f"{comparison.n_labelled} with a /feedback label.",
         "",
         "| production window | champion | candidate | candidate - champion |",

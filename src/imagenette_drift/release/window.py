@@ -1,8 +1,10 @@
 """The production window a release is judged on: the monitor's latest window, the last N records, or the last
 stretch of time, of the records one model served.
 
-- ``latest``: the newest row of the monitor's window table (`imagenette monitor --out DIR`), the window its
-  alerts were raised on; the monitor must have watched the same model.
+- ``latest``: with a monitor folder (`imagenette monitor --out DIR`), the newest row of its window table, the
+  window its alerts were raised on (the monitor must have watched the same model); without one, the newest
+  window of the monitor's default rule (`--window 1h`: UTC hours) in the log itself, the last hour that holds
+  at least 2 records (as the monitor closes windows with `--flush`).
 - ``N`` (a count, as `imagenette monitor --window 500`): the model's N most recent records.
 - a duration (``30m``, ``1h``): the model's records of that long, ending at its newest record.
 
@@ -22,7 +24,7 @@ import pyarrow.compute as pc
 
 from imagenette_drift.errors import BadDataError, MissingDataError
 from imagenette_drift.monitoring.report import TABLE_NAME, read_table
-from imagenette_drift.monitoring.windows import US, WindowSpec
+from imagenette_drift.monitoring.windows import CLOSED, US, WindowCursor, WindowSpec, assign_windows
 from imagenette_drift.release.logged import (
     join_labels,
     list_files,
@@ -34,6 +36,7 @@ from imagenette_drift.release.logged import (
 )
 
 LATEST = "latest"
+TRAINED_COLUMN = "trained"  # set by `exclude_trained`: the record's image is in the candidate's training data
 # What a window's comparison reads from each prediction record (`image` is null without --log-images).
 RECORD_COLUMNS = [
     "request_id",
@@ -140,42 +143,60 @@ def select_window(
 
 
 def exclude_trained(window: ProductionWindow, roots: list[Path]) -> ProductionWindow:
-    """`window` without the records whose images `imagenette export-labelled` wrote under any of `roots` (the
-    candidate's training data): a model judged on images it trained on looks better than it is.
+    """`window` with a `trained` column marking the records whose images `imagenette export-labelled` wrote
+    under any of `roots` (the candidate's training data): a model judged on images it trained on looks better
+    than it is, so the comparison replays the others only.
 
     Raises:
-        MissingDataError: a root holds no export (no `export.json`), or every record of the window is excluded.
+        MissingDataError: a root holds no export (no `export.json`).
     """
     from imagenette_drift.release.labelled import SUMMARY_NAME, exported_stems, logged_stem
 
-    trained: set[str] = set()
+    stems: set[str] = set()
     for root in roots:
         if not (Path(root) / SUMMARY_NAME).is_file():
             raise MissingDataError(
                 f"--exclude-trained {root} is not a folder written by `imagenette export-labelled` (no {SUMMARY_NAME})."
             )
-        trained |= exported_stems(root)
-    keep = pa.array([logged_stem(r) not in trained for r in window.records["request_id"].to_pylist()])
-    records = window.records.filter(keep)
-    left_out = window.n - records.num_rows
-    if not records.num_rows:
-        raise MissingDataError(
-            f"{window.description}: all {window.n} records were in the candidate's training data "
-            "(--exclude-trained); judge it on a later window (e.g. --window N of the records served since)."
-        )
-    description = f"{window.description}; {left_out} record(s) the candidate trained on left out"
+        stems |= exported_stems(root)
+    trained = pa.array([logged_stem(r) in stems for r in window.records["request_id"].to_pylist()])
+    description = (
+        f"{window.description}; {pc.sum(trained).as_py() or 0} record(s) the candidate trained on left out"
+    )
+    records = window.records.append_column(TRAINED_COLUMN, trained)
     return ProductionWindow(records, window.model_sha256, description, window.skipped)
 
 
+DEFAULT_LATEST = "1h"  # `imagenette monitor`'s default --window
+
+
+def _latest_hour(keys: pa.Table) -> tuple[pa.Table, str]:
+    """The newest window of the monitor's default rule (UTC hours), closed as `imagenette monitor --flush` does."""
+    assigned, bounds = assign_windows(keys, WindowSpec.parse(DEFAULT_LATEST), WindowCursor(), flush=True)
+    closed = pc.equal(assigned["status"], CLOSED)
+    if not pc.any(closed).as_py():
+        raise MissingDataError("--window latest: no UTC hour of the log holds 2 records of the champion.")
+    newest = pc.max(assigned["window"].filter(closed)).as_py()
+    chosen = keys.filter(pc.and_(closed, pc.equal(assigned["window"], newest)))
+    start = dt.datetime.fromtimestamp(bounds[newest][0] / US, dt.UTC)
+    return (
+        chosen,
+        f"the latest window (the UTC hour from {start:%Y-%m-%d %H:%M}, as `imagenette monitor` windows)",
+    )
+
+
 def _monitor_window(keys: pa.Table, model_sha256: str, monitor_out: Path | None) -> tuple[pa.Table, str]:
-    """The records inside the bounds of the monitor's newest window (its table's last row)."""
-    out = Path(monitor_out or "outputs/monitor")
+    """The records inside the bounds of the monitor's newest window (its table's last row); without a monitor
+    folder, the log's newest UTC hour."""
+    if monitor_out is None:
+        return _latest_hour(keys)
+    out = Path(monitor_out)
     rows = read_table(out)
     state_path = out / "state" / "state.json"
     if not rows or not state_path.is_file():
         raise MissingDataError(
             f"--window latest reads the monitor's window table {out / TABLE_NAME}, which has no window yet; run "
-            "`imagenette monitor --out` there first, pass --monitor-out, or choose --window N / a duration."
+            "`imagenette monitor --out` there first, or leave out --monitor-out (the log's newest UTC hour)."
         )
     state = json.loads(state_path.read_text())
     if state.get("model") != model_sha256:
