@@ -130,6 +130,9 @@ def test_retrain_workflow_runs_the_loop_in_order() -> None:
     ]
     assert [_step_index(job, step) for step in order] == sorted(_step_index(job, step) for step in order)
     assert "--alert-id" in _runs(job) and "--training-run" in _runs(job)
+    # The production window is judged without the logged images the candidate was just trained on.
+    gate = next(s["run"] for s in _steps(job) if "imagenette gate" in s.get("run", ""))
+    assert '--exclude-trained "$RETRAIN_ROOT"' in gate and "--log" in gate
 
 
 def test_canary_workflow_judges_the_canary_in_progress_on_a_schedule() -> None:
