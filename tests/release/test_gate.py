@@ -8,24 +8,13 @@ from pathlib import Path
 import pytest
 
 from imagenette_drift.checkpoint import load_for_inference
-from imagenette_drift.cli import cli_main
 from imagenette_drift.data.layout import scan_split
 from imagenette_drift.gate import evaluate
 from imagenette_drift.registry import open_registry
 from tests.conftest import SAMPLE_ROOT
+from tests.release._gate_cli import run_gate as _gate
 
 pytestmark = pytest.mark.slow  # trains two real models (the session's and a worse one)
-
-
-def _gate(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        cli_main(["gate", f"--data.root={SAMPLE_ROOT}", "--threads=1", *args])
-        code = 0
-    except SystemExit as e:
-        code = int(e.code)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _top1(checkpoint: Path) -> float:

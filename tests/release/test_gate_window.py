@@ -20,22 +20,12 @@ from imagenette_drift.data.images import read_image
 from imagenette_drift.drift.estimation import EstimationReference
 from imagenette_drift.drift.familiarity import FamiliarityReference
 from tests.conftest import SAMPLE_ROOT
+from tests.release._gate_cli import run_gate as _gate
 from tests.release.conftest import BUCKET, ServedLog
 
 pytestmark = pytest.mark.slow  # trains two real models and runs real servers
 
 TEST_IMAGES = sorted((SAMPLE_ROOT / "val").rglob("*.JPEG"))
-
-
-def _gate(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        cli_main(["gate", f"--data.root={SAMPLE_ROOT}", "--threads=1", *args])
-        code = 0
-    except SystemExit as e:
-        code = int(e.code)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _direct(model: InferenceModel, paths: list[Path]) -> dict[str, object]:
