@@ -263,6 +263,8 @@ def test_a_scheduled_decide_judges_the_canary_in_progress_and_moves_the_champion
     candidate, _ = registry.register(worse_checkpoint)
     append_event(registry, {"event": "canary.start", "service": "imagenette-serve", "candidate": candidate.version,
                             "stable_revision": STABLE_REV, "dry_run": False})  # fmt: skip
+    # A rehearsed rollback (DRY_RUN=1) moved no traffic: the canary is still in progress.
+    append_event(registry, {"event": "canary.rollback", "service": "imagenette-serve", "dry_run": True})
     log = _log(tmp_path, load_for_inference(champion.uri), load_for_inference(candidate.uri), images)
     calls = fake_gcloud(tmp_path / "bin")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
@@ -278,7 +280,7 @@ def test_a_scheduled_decide_judges_the_canary_in_progress_and_moves_the_champion
     )
     now = registry.champion()
     assert (now.version, now.previous) == (candidate.version, champion.version)
-    decided, promoted = read_events(registry)[1:]
+    decided, promoted = read_events(registry)[2:]
     assert (decided["stable_model"], decided["canary_model"]) == (champion.version, candidate.version)
     assert promoted["event"] == "canary.promote" and promoted["champion_moved"] is True
     assert promoted["champion"] == candidate.version and promoted["previous_champion"] == champion.version

@@ -230,12 +230,12 @@ def _service(args: argparse.Namespace) -> cloud_run.Service:
 
 def _canary_in_progress(registry: Any, service: str | None) -> dict[str, Any] | None:
     """The lineage's last successful `canary.start` (of `service`, when given) with no promote or rollback
-    after it, or None."""
+    after it, or None. Dry runs (`DRY_RUN=1`) are recorded but moved no traffic, so they are passed over."""
     from imagenette_drift.registry.lineage import read_events
 
     current = None
     for event in read_events(registry):
-        if (service and event.get("service") != service) or "error" in event:
+        if (service and event.get("service") != service) or "error" in event or event.get("dry_run"):
             continue
         if event.get("event") == "canary.start":
             current = event
