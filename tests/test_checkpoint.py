@@ -79,6 +79,13 @@ def test_files_that_are_not_checkpoints_get_clear_errors(tmp_path: Path) -> None
     garbage.write_bytes(b"not a checkpoint at all")
     with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
         load_for_inference(garbage)
+    pickled = tmp_path / "pickled.ckpt"
+    pickled.write_bytes(b"\x80\x02garbage" * 10)  # a pickle stream torch's weights-only unpickler refuses
+    with pytest.raises(ValueError, match="not a readable PyTorch checkpoint") as refused:
+        load_for_inference(pickled)
+    # One line naming the fault, without torch's advice to load it with weights_only=False.
+    assert "weights_only" not in str(refused.value) and "\n" not in str(refused.value)
+    assert str(refused.value).endswith("(corrupt or another format): Unsupported operand 103")
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(3)}, foreign)
     with pytest.raises(ValueError, match="not an imagenette-drift checkpoint"):

@@ -79,8 +79,13 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def _first_line(error: BaseException) -> str:
-    """The first non-empty line of an error message (torch's unpickling errors run to 20 lines)."""
-    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    """The informative line of an error message (torch's unpickling errors run to 20 lines): what follows
+    torch's `WeightsUnpickler error:` when there is one (its advice to re-run with `weights_only=False` is left
+    out: this project never loads a checkpoint that way), else the first non-empty line."""
+    text = str(error)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    return next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
 
 
 def load_for_inference(

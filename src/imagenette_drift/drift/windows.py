@@ -90,7 +90,9 @@ def format_table(summary: dict[str, Any]) -> str:
     ]
     for name, m in summary["methods"].items():
         lines.append(f"{name:<6} {m['flagged_fraction']:>16.1%} {m['median_p_value']:>15.4f}")
-    lines.append(f"drift: {'YES' if summary['drift'] else 'no'} (a test flags more than half of the windows)")
+    lines.append(
+        f"drift: {'YES' if summary['drift'] else 'no'} (YES when a test flags more than half of the windows)"
+    )
     return "\n".join(lines)
 
 
