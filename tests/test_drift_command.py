@@ -12,7 +12,7 @@ from PIL import Image
 from imagenette_drift.checkpoint import load_for_inference
 from imagenette_drift.cli import cli_main
 from imagenette_drift.data.images import read_image
-from tests.conftest import import_or_fail
+from tests.conftest import SAMPLE_ROOT, import_or_fail
 
 pytestmark = pytest.mark.slow
 
@@ -75,6 +75,15 @@ def test_drift_command_accepts_any_folder_and_limit(
         (["--ckpt_path=missing.ckpt"], "does not exist"),
         (["--data.corruption=sunburn"], "not one of"),
         (["--data.predict_dir=/nonexistent/folder"], "--data.predict_dir"),
+        (
+            [f"--data.predict_dir={SAMPLE_ROOT / 'val'}", "--window=0"],
+            "--window 0: a window needs at least 2",
+        ),
+        (
+            [f"--data.predict_dir={SAMPLE_ROOT / 'val'}", "--window=-3"],
+            "--window -3: a window needs at least 2",
+        ),
+        ([f"--data.predict_dir={SAMPLE_ROOT / 'val'}", "--window=100"], "at most the 40 image(s)"),
     ],
 )
 def test_drift_command_errors_name_the_problem(

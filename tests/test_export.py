@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,15 @@ def test_export_refuses_bad_input_and_writes_nothing(
         cli_main(["export", "--ckpt_path", str(trained_checkpoint), "--output", str(trained_checkpoint)])
     assert "is the checkpoint itself" in capsys.readouterr().err
     assert file_sha256(trained_checkpoint) == before
+
+
+def test_exported_checkpoint_is_readable_by_group_and_others_under_umask_022(
+    trained_checkpoint: Path, tmp_path: Path
+) -> None:
+    dest = tmp_path / "serving" / "model.ckpt"
+    previous = os.umask(0o022)
+    try:
+        cli_main(["export", "--ckpt_path", str(trained_checkpoint), "--output", str(dest)])
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o644

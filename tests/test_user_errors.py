@@ -103,3 +103,29 @@ def test_predict_on_a_folder_needs_no_data_set(trained_checkpoint: Path, in_tmp:
         rows = list(csv.DictReader(f))
     assert [Path(r["path"]).name for r in rows] == [f"img{i}.jpg" for i in range(4)]
     assert not (in_tmp / "no-data").exists()
+
+
+def test_gate_with_a_version_and_no_registry_says_a_registry_is_needed(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("IMAGENETTE_REGISTRY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["gate", "--candidate", "af279dbf9649", f"--data.root={SAMPLE_ROOT}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1
+    assert err[0].startswith("imagenette gate: error: ")
+    assert "a registry version needs --registry or IMAGENETTE_REGISTRY" in err[0]
+
+
+def test_gate_falls_back_to_the_registry_in_the_environment(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = tmp_path / "registry"
+    monkeypatch.setenv("IMAGENETTE_REGISTRY", str(registry))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["gate", "--candidate", "af279dbf9649", f"--data.root={SAMPLE_ROOT}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1
+    assert "needs --registry" not in err[0] and "Train one with" not in err[0]

@@ -332,3 +332,32 @@ def test_wandb_run_holds_the_window_series(
         assert step["monitor/mmd_p_value"] == pytest.approx(window.mmd_p_value)
         assert step["monitor/drift"] == float(window.drift)
         assert step["monitor/estimated_accuracy"] == pytest.approx(window.estimated_accuracy)
+
+
+def test_a_missing_local_log_is_a_one_line_error_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    missing = tmp_path / "no-such-log"
+    with pytest.raises(SystemExit) as exit_info:
+        _monitor(missing, tmp_path / "model.ckpt", tmp_path / "out")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2
+    assert (
+        err[-1].startswith("imagenette monitor: error: ") and f"the log {missing} does not exist" in err[-1]
+    )
+
+
+def test_reusing_out_with_another_log_is_refused_in_one_line(
+    fleet: dict, trained_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    first = _copy(fleet, tmp_path)
+    other = Path(shutil.copytree(fleet["root"], tmp_path / "other-log"))
+    next(other.rglob("*.parquet")).unlink()  # a log whose files the first run's manifest does not match
+    _monitor(first, trained_checkpoint, tmp_path / "out", "--window=20")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        _monitor(other, trained_checkpoint, tmp_path / "out", "--window=20")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and err[-1].startswith("imagenette monitor: error: ")
+    assert "holds a monitor of log" in err[-1] and "pass another --out" in err[-1]
+    assert "Traceback" not in "\n".join(err)

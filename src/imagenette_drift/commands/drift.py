@@ -169,6 +169,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         paths = sorted(random.Random(args.seed).sample(paths, args.limit))
     if len(paths) < 2:
         raise BadDataError(f"{flag}: {folder} holds {len(paths)} image(s); drift tests need at least 2.")
+    if args.window is not None and not 2 <= args.window <= len(paths):
+        raise UserError(
+            f"--window {args.window}: a window needs at least 2 and at most the {len(paths)} image(s) in {folder}; "
+            "pass a --window in that range (or omit it for the reference's)."
+        )
     embeddings, probs, stats = embed_folder(model, paths, args.corruption, args.severity, args.batch_size)
     summary = run_window_tests(reference, embeddings, probs, stats, args.window, seed=args.seed)
     # What the model says the images are, by the checkpoint's class names (its data's class folders).

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from imagenette_drift.checkpoint import InferenceModel, load_for_inference
+from imagenette_drift.commands.registry import REGISTRY_ENV_VAR
 from imagenette_drift.data.layout import scan_split
 from imagenette_drift.data.root import resolve_root
 from imagenette_drift.errors import BadCheckpointError, MissingCheckpointError, UserError
@@ -44,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         "there is none yet",
     )
     parser.add_argument(
-        "--registry", default=None, help="a registry folder or gs:// prefix to resolve versions"
+        "--registry",
+        default=os.environ.get(REGISTRY_ENV_VAR) or None,
+        help=f"a registry folder or gs:// prefix to resolve versions (default: ${REGISTRY_ENV_VAR})",
     )
     parser.add_argument(
         "--tolerance",
@@ -112,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_VERSION = re.compile(r"[0-9a-f]{12}")
+
+
 def _load(value: str, flag: str, args: argparse.Namespace) -> InferenceModel:
     """A checkpoint path, a gs:// URI, or a registry version, loaded for inference."""
     if value.startswith("gs://"):
@@ -121,6 +129,11 @@ def _load(value: str, flag: str, args: argparse.Namespace) -> InferenceModel:
             return load_for_inference(resolve_checkpoint(value, args.cache_dir).path)
         except StorageError as e:
             raise UserError(f"{flag}: {e}") from e
+    if args.registry is None and _VERSION.fullmatch(value) and not Path(value).exists():
+        raise UserError(
+            f"{flag} {value} looks like a registry version: a registry version needs --registry or "
+            "IMAGENETTE_REGISTRY."
+        )
     if Path(value).is_file() or args.registry is None:
         try:
             return load_for_inference(value)

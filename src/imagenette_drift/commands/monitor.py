@@ -128,6 +128,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         every = parse_duration(args.every, "--every")
         if args.log_retention_days is not None and args.log_retention_days < 1:
             raise ValueError(f"--log-retention-days must be at least 1, got {args.log_retention_days}.")
+        if not args.follow and "://" not in args.log and not Path(args.log).is_dir():
+            raise FileNotFoundError(
+                f"the log {args.log} does not exist; pass the folder `imagenette serve --log` wrote."
+            )
         sinks = build_sinks(args.webhook, args.github_repo, os.environ)
         context, sha = load_context(args.ckpt_path, args.cache_dir, args.alpha)
         config = MonitorConfig(

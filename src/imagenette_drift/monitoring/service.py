@@ -85,12 +85,19 @@ class Monitor:
         path = self.state_dir / "state.json"
         if path.is_file():
             saved = json.loads(path.read_text())
-            for key, value in (("window", self.config.spec.describe()), ("model", self.config.model_sha256)):
+            checks = [("window", self.config.spec.describe()), ("model", self.config.model_sha256)]
+            if "log" in saved:  # state written before the log was recorded: nothing to compare
+                checks.append(("log", self._log_id()))
+            for key, value in checks:
                 if saved.get(key) != value:
                     raise ValueError(
                         f"{self.out} holds a monitor of {key} {saved.get(key)!r}, not {value!r}; pass another --out "
                         "(or delete that folder to start over)."
                     )
+
+    def _log_id(self) -> str:
+        """The log root as stored in the state: a gs:// URL, or the local folder's absolute path."""
+        return self.location.url if not self.location.is_local else str(Path(self.location.url).resolve())
 
     def _load_state(self) -> tuple[WindowCursor, AlertState, Manifest]:
         path = self.state_dir / "state.json"
@@ -104,6 +111,7 @@ class Monitor:
         state = {
             "window": self.config.spec.describe(),
             "model": self.config.model_sha256,
+            "log": self._log_id(),
             "cursor": cursor.__dict__,
             "alert": alert.to_dict(),
         }
