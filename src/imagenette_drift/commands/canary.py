@@ -228,14 +228,17 @@ def _service(args: argparse.Namespace) -> cloud_run.Service:
     return cloud_run.Service(args.service, args.region, args.project)
 
 
-def _canary_in_progress(registry: Any, service: str | None) -> dict[str, Any] | None:
+def _canary_in_progress(registry: Any, service: str | None, dry_run: bool) -> dict[str, Any] | None:
     """The lineage's last successful `canary.start` (of `service`, when given) with no promote or rollback
-    after it, or None. Dry runs (`DRY_RUN=1`) are recorded but moved no traffic, so they are passed over."""
+    after it, or None. Steps rehearsed with `DRY_RUN=1` moved no traffic: a real run passes over them, a
+    rehearsal (`dry_run`) follows them too."""
     from imagenette_drift.registry.lineage import read_events
 
     current = None
     for event in read_events(registry):
-        if (service and event.get("service") != service) or "error" in event or event.get("dry_run"):
+        if (service and event.get("service") != service) or "error" in event:
+            continue
+        if event.get("dry_run") and not dry_run:
             continue
         if event.get("event") == "canary.start":
             current = event
@@ -252,7 +255,7 @@ def _decide(args: argparse.Namespace, parser: argparse.ArgumentParser, registry:
     from imagenette_drift.release.serving_metrics import read_metrics
 
     if args.canary is None:
-        started = _canary_in_progress(registry, args.service)
+        started = _canary_in_progress(registry, args.service, dry_run)
         if started is None:
             parser.error(f"no canary in progress in {registry.location}/lineage.jsonl: pass --canary")
         args.canary = started["candidate"]
