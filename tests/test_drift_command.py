@@ -83,7 +83,6 @@ def test_drift_command_accepts_any_folder_and_limit(
             [f"--data.predict_dir={SAMPLE_ROOT / 'val'}", "--window=-3"],
             "--window -3: a window needs at least 2",
         ),
-        ([f"--data.predict_dir={SAMPLE_ROOT / 'val'}", "--window=100"], "at most the 40 image(s)"),
     ],
 )
 def test_drift_command_errors_name_the_problem(
@@ -162,3 +161,14 @@ def _distance(thumbnail: np.ndarray, image) -> float:
     """Mean absolute pixel difference between a thumbnail and a (3, S, S) uint8 image shrunk to its size."""
     pil = Image.fromarray(image.permute(1, 2, 0).numpy()).resize(thumbnail.shape[1::-1])
     return float(np.abs(thumbnail - np.asarray(pil, dtype=float)).mean())
+
+
+def test_a_window_larger_than_the_folder_is_one_window_of_all_its_images(
+    trained_checkpoint: Path, sample_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    report = _drift(trained_checkpoint, tmp_path, f"--data.predict_dir={sample_root / 'val'}", "--window=100")
+    assert (
+        "--window 100 is more than the 40 images: testing them as one window of 40."
+        in capsys.readouterr().out
+    )
+    assert report["n_images"] == 40 and report["n_windows"] == 1 and report["window_size"] == 40
