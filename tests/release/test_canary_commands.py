@@ -17,6 +17,7 @@ from imagenette_drift.registry.lineage import append_event, read_events
 from imagenette_drift.release.canary_log import RevisionSelector, read_window
 from imagenette_drift.release.serving_metrics import MetricsError, histogram_quantile, read_metrics
 from tests.release._canary_logs import fake_gcloud, metrics_server, metrics_text
+from tests.release._cli import run_cli
 from tests.release.conftest import BUCKET
 
 SERVICE = ["--service", "imagenette-serve", "--region", "europe-west1", "--project", "my-project"]
@@ -24,14 +25,7 @@ URI = "gs://models/registry/0123456789ab/model.ckpt"
 
 
 def _canary(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        cli_main(["canary", *args])
-        code = 0
-    except SystemExit as e:
-        code = int(e.code)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_cli(capsys, "canary", *args)
 
 
 def test_dry_run_prints_the_exact_gcloud_commands_and_records_each_step(

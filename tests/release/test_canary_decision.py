@@ -22,6 +22,7 @@ from imagenette_drift.drift.estimation import EstimationReference
 from imagenette_drift.registry import open_registry
 from imagenette_drift.registry.lineage import append_event, read_events
 from tests.release._canary_logs import fake_gcloud, metrics_server, metrics_text, serve_to_log
+from tests.release._cli import run_cli
 from tests.release.conftest import BUCKET
 
 pytestmark = pytest.mark.slow  # trains two real models (the session's and a worse one)
@@ -72,14 +73,7 @@ def _log(
 
 
 def _decide(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        cli_main(["canary", "decide", *args])
-        code = 0
-    except SystemExit as e:
-        code = int(e.code)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_cli(capsys, "canary", "decide", *args)
 
 
 def _expected(model: InferenceModel, images: list[Path]) -> tuple[float, float | None, dict[str, int]]:

@@ -9,23 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from imagenette_drift.cli import cli_main
 from imagenette_drift.data.layout import scan_split
 from tests.conftest import SAMPLE_ROOT
+from tests.release._cli import run_cli
 from tests.release.conftest import BUCKET, ServedLog
 
 pytestmark = pytest.mark.slow  # trains a real model and runs real servers
 
 
 def _export(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        cli_main(["export-labelled", *args])
-        code = 0
-    except SystemExit as e:
-        code = int(e.code)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_cli(capsys, "export-labelled", *args)
 
 
 def test_labelled_images_become_a_data_root_with_the_base(

@@ -12,7 +12,7 @@ from imagenette_drift.data.layout import scan_split
 from imagenette_drift.gate import evaluate
 from imagenette_drift.registry import open_registry
 from tests.conftest import SAMPLE_ROOT
-from tests.release._gate_cli import run_gate as _gate
+from tests.release._cli import run_gate as _gate
 
 pytestmark = pytest.mark.slow  # trains two real models (the session's and a worse one)
 

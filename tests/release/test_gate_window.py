@@ -20,7 +20,7 @@ from imagenette_drift.data.images import read_image
 from imagenette_drift.drift.estimation import EstimationReference
 from imagenette_drift.drift.familiarity import FamiliarityReference
 from tests.conftest import SAMPLE_ROOT
-from tests.release._gate_cli import run_gate as _gate
+from tests.release._cli import run_gate as _gate
 from tests.release.conftest import BUCKET, ServedLog
 
 pytestmark = pytest.mark.slow  # trains two real models and runs real servers
