@@ -25,8 +25,8 @@ train: setup  ## the real run on Imagenette-160 (downloads it if missing)
 quickstart: setup  ## a one-minute run on the sample shipped in the repo
 	$(BIN)/imagenette fit --config configs/quickstart.yaml
 
-test: setup  ## the whole test suite (full-data tests skip without ../shared/data/imagenette2-160)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: setup  ## the whole test suite (full-data tests skip without ../shared/data/imagenette2-160); prints the 15 slowest
+	$(BIN)/python -m pytest --durations=15 $(PYTEST_ARGS)
 
 test-fast: setup  ## the quick tests only
 	$(BIN)/python -m pytest -m "not slow and not full_data" $(PYTEST_ARGS)

@@ -115,9 +115,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     import torch
 
+    from imagenette_drift.drift.reference_size import ReferenceTooSmallError, check_reference_size
     from imagenette_drift.monitoring.alerts import AlertPolicy
     from imagenette_drift.monitoring.service import Monitor, MonitorConfig, follow, start_wandb
     from imagenette_drift.monitoring.sinks import build_sinks
+    from imagenette_drift.monitoring.stats import calibrated_tests
     from imagenette_drift.serve.storage import StorageError
 
     torch.set_num_threads(max(1, args.threads))
@@ -134,6 +136,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
         sinks = build_sinks(args.webhook, args.github_repo, os.environ)
         context, sha = load_context(args.ckpt_path, args.cache_dir, args.alpha)
+        if spec.kind == "count":
+            tests = calibrated_tests(context.reference, spec.size)
+            check_reference_size(context.reference.n_reference, spec.size, tests)
         config = MonitorConfig(
             log=args.log,
             out_dir=args.out,
@@ -149,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             reference_root=args.reference_root,
         )
         monitor = Monitor(config, context, sinks)
+    except ReferenceTooSmallError:
+        raise  # one line from `imagenette`, without the usage text: the flags were fine, the checkpoint is not
     except (ValueError, FileNotFoundError, StorageError) as e:
         parser.error(str(e))
     if args.wandb:
