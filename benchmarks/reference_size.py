@@ -8,8 +8,8 @@ one fixed synthetic distribution (no drift), built as the checkpoint's `DriftRef
 Gaussian embeddings (MMD, stored in float16), unbalanced softmax outputs with one rare class (KS per class,
 and chi-squared on their argmax labels), and 12 input statistics, two of them mostly exact zeros (KS).
 
-    python benchmarks/reference_size.py            # about 10 minutes on 2 cores; writes the table below
-    python benchmarks/reference_size.py --draws 200 --windows 20   # a quick look
+    python benchmarks/reference_size.py            # about 30 minutes on 2 quiet cores; writes the table below
+    python benchmarks/reference_size.py --draws 20 --windows 20   # a quick look
 
 Output: `benchmarks/results/reference_size.md` and `.json`; `imagenette_drift.drift.reference_size` holds the
 table the product refuses by (keep the two in step).
@@ -33,7 +33,8 @@ INTERVAL = (0.02, 0.08)
 # own rate stays below about 0.10 for 9 references in 10 at alpha 0.05 (0.05 + 1.28 * 0.04).
 MAX_SPREAD = 0.04
 TESTS = ("mmd", "ks", "chi2", "inputs")
-REFERENCE_SIZES = (8, 20, 40, 80, 160, 320)
+# Reference sizes tested per window: 8 images (the sample's old held-out split) and 1, 2, 4 and 8 windows' worth.
+RATIOS = (1, 2, 4, 8)
 WINDOWS = (20, 50, 100, 200)
 EMBEDDING_DIM, NUM_CLASSES, N_STATS = 64, 10, 12
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -112,11 +113,15 @@ def smallest_calibrated(cells: dict[int, dict[str, float]]) -> int | None:
     return smallest
 
 
-def measure(draws: int, windows_per_draw: int, sizes: tuple[int, ...], windows: tuple[int, ...]) -> dict:
+def sizes_for(window: int, ratios: tuple[int, ...] = RATIOS) -> list[int]:
+    return sorted({8, *(r * window for r in ratios)})
+
+
+def measure(draws: int, windows_per_draw: int, ratios: tuple[int, ...], windows: tuple[int, ...]) -> dict:
     population = Population()
     cells: dict[str, dict[int, dict[int, dict[str, float]]]] = {t: {w: {} for w in windows} for t in TESTS}
     for window in windows:
-        for n_ref in sizes:
+        for n_ref in sizes_for(window, ratios):
             rates = false_positive_rates(population, n_ref, window, draws, windows_per_draw)
             for name in TESTS:
                 cells[name][window][n_ref] = summarize(rates[name], windows_per_draw)
@@ -163,16 +168,16 @@ def markdown(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--draws", type=int, default=60, help="reference draws per cell")
+    parser.add_argument("--draws", type=int, default=40, help="reference draws per cell")
     parser.add_argument(
         "--windows-per-draw", type=int, default=50, help="drift-free windows tested per reference"
     )
-    parser.add_argument("--sizes", type=int, nargs="+", default=list(REFERENCE_SIZES))
+    parser.add_argument("--ratios", type=int, nargs="+", default=list(RATIOS), help="reference sizes in windows")
     parser.add_argument("--windows", type=int, nargs="+", default=list(WINDOWS))
     parser.add_argument("--output", type=Path, default=RESULTS / "reference_size")
     args = parser.parse_args()
     torch.manual_seed(0)
-    result = measure(args.draws, args.windows_per_draw, tuple(args.sizes), tuple(args.windows))
+    result = measure(args.draws, args.windows_per_draw, tuple(args.ratios), tuple(args.windows))
     text = markdown(result)
     print(text)
     write_text_atomic(args.output.with_suffix(".md"), text)
