@@ -1,6 +1,6 @@
 """Build the training and serving images with podman on a machine without a container registry.
 
-Usage: python scripts/containers/build_images.py [--only train|serve] [--engine podman]
+Usage: python scripts/containers/build_images.py [--only train|serve]
 
 The base image is the local one that `scripts/containers/bootstrap_base.sh` builds (run it first). pip inside
 the build reaches the package index as pip on this host does: the host's pip settings (`pip config list` and
@@ -74,12 +74,17 @@ def build_arguments(settings: dict[str, str]) -> list[str]:
     return args
 
 
-def build(engine: str, dockerfile: str, tag: str, extra: list[str]) -> dict[str, object]:
+def build(dockerfile: str, tag: str, extra: list[str]) -> dict[str, object]:
     start = time.monotonic()
-    subprocess.run([engine, "build", "-f", dockerfile, "-t", tag, *extra, "."], cwd=REPO, check=True)
+    # Docker's image format keeps HEALTHCHECK (the OCI format has no such field and podman would drop it).
+    command = ["podman", "build", "--format", "docker", "-f", dockerfile, "-t", tag, *extra, "."]
+    subprocess.run(command, cwd=REPO, check=True)
     seconds = round(time.monotonic() - start, 1)
     size = subprocess.run(
-        [engine, "image", "inspect", "--format", "{{.Size}}", tag], capture_output=True, text=True, check=True
+        ["podman", "image", "inspect", "--format", "{{.Size}}", tag],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     return {"tag": tag, "size_bytes": int(size), "build_s": seconds}
 
@@ -87,12 +92,11 @@ def build(engine: str, dockerfile: str, tag: str, extra: list[str]) -> dict[str,
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=sorted(IMAGES), help="build one image (default: both)")
-    parser.add_argument("--engine", default="podman", help="the container engine's command")
     args = parser.parse_args(argv)
     extra = build_arguments(host_pip_settings())
     for name in [args.only] if args.only else list(IMAGES):
         dockerfile, tag = IMAGES[name]
-        print(json.dumps(build(args.engine, dockerfile, tag, extra)), flush=True)
+        print(json.dumps(build(dockerfile, tag, extra)), flush=True)
 
 
 if __name__ == "__main__":
