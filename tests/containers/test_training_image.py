@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -33,6 +34,7 @@ def in_image(work: Path, image: str, *args: str, **env: str) -> subprocess.Compl
 def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with what the quickstart reads: its configs and the shipped sample (the repo, mounted)."""
     work = tmp_path_factory.mktemp("repo")
+    work.chmod(0o755)  # as a checkout is: readable by the container's user (mktemp makes it 0700)
     shutil.copytree(REPO / "configs", work / "configs")
     shutil.copytree(REPO / "data" / "sample", work / "data" / "sample")
     return work
@@ -55,6 +57,7 @@ def test_fit_then_test_on_its_checkpoint_write_outputs_owned_by_the_invoking_use
     run = work / "outputs" / "quickstart"
     checkpoint = run / "checkpoints" / "last.ckpt"
     assert checkpoint.is_file() and checkpoint.stat().st_size > 1_000_000
+    assert not (run / "test_metrics.json").exists()
 
     test = in_image(
         work,
@@ -66,7 +69,9 @@ def test_fit_then_test_on_its_checkpoint_write_outputs_owned_by_the_invoking_use
         str(checkpoint.relative_to(work)),
     )
     assert test.returncode == 0, test.stderr[-4000:]
-    assert "test/acc" in test.stdout + test.stderr  # Lightning's table of the test metrics
-    written = [path for path in (work / "outputs").rglob("*")]
+    metrics = json.loads((run / "test_metrics.json").read_text())
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+    written = list((work / "outputs").rglob("*"))  # W&B's links into the container's /tmp dangle: lstat
     assert len(written) > 3
-    assert {(path.stat().st_uid, path.stat().st_gid) for path in written} == {(os.getuid(), os.getgid())}
+    owners = {(path.lstat().st_uid, path.lstat().st_gid) for path in written}
+    assert owners == {(os.getuid(), os.getgid())}
