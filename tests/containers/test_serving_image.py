@@ -29,18 +29,30 @@ class ServeContainer:
     """`podman run` of the serving image with Cloud Run's constraints, on the host's loopback at `url`."""
 
     def __init__(
-        self, image: str, model_uri: str, *flags: str, env: dict[str, str], volumes: list[str]
+        self,
+        image: str,
+        model_uri: str,
+        *flags: str,
+        env: dict[str, str],
+        volumes: list[str],
+        host_network: bool,
     ) -> None:
         self.name = f"imagenette-serve-{uuid.uuid4().hex[:8]}"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        # --network=host: the emulator and the tests stay on loopback; --host keeps the server off the host's
-        # other interfaces (on Cloud Run it listens on 0.0.0.0, its default, in its own network namespace).
         self.command = ["run", "-d", "--name", self.name, "--read-only", "--tmpfs", "/tmp", "--memory", "2g"]
-        self.command += ["--network", "host", "-e", f"PORT={self.port}", "-e", f"MODEL_URI={model_uri}"]
-        self.command += ["-e", "OMP_NUM_THREADS=1", *(f"-e{key}={value}" for key, value in env.items())]
+        if host_network:
+            # To reach the emulator on the host's loopback; --host keeps the server off the host's other
+            # interfaces (on Cloud Run it listens on 0.0.0.0, its default, in its own network namespace).
+            self.command += ["--network", "host", "-e", f"PORT={self.port}"]
+            server = ["--host", "127.0.0.1"]
+        else:  # its own network namespace, as on Cloud Run: 0.0.0.0:$PORT, published on the host's loopback
+            self.command += ["-e", "PORT=8080", "-p", f"127.0.0.1:{self.port}:8080"]
+            server = []
+        self.command += ["-e", f"MODEL_URI={model_uri}", "-e", "OMP_NUM_THREADS=1"]
+        self.command += [f"-e{key}={value}" for key, value in env.items()]
         self.command += [arg for volume in volumes for arg in ("-v", volume)]
-        self.command += [image, "--host", "127.0.0.1", "--threads", "1", "--runtime", "torch", *flags]
+        self.command += [image, *server, "--threads", "1", "--runtime", "torch", *flags]
 
     def logs(self) -> str:
         result = podman("logs", self.name, check=False)
@@ -70,8 +82,12 @@ class ServeContainer:
 
 
 @contextlib.contextmanager
-def serving(image: str, model_uri: str, *flags: str, env=None, volumes=()) -> Iterator[ServeContainer]:
-    container = ServeContainer(image, model_uri, *flags, env=env or {}, volumes=list(volumes))
+def serving(
+    image: str, model_uri: str, *flags: str, env=None, volumes=(), host_network=False
+) -> Iterator[ServeContainer]:
+    container = ServeContainer(
+        image, model_uri, *flags, env=env or {}, volumes=list(volumes), host_network=host_network
+    )
     podman(*container.command)
     try:
         container.wait_healthy()
@@ -150,6 +166,7 @@ def test_a_gs_checkpoint_from_the_storage_emulator_logs_to_gs_and_flushes_on_sig
         f"gs://{BUCKET}/log",
         *LOG_FLAGS,
         env=env,
+        host_network=True,
     ) as container:
         answers = answer_all(container.url)
         assert list(answers.values()) == outside_labels
