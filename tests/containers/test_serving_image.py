@@ -5,6 +5,7 @@ storage emulator on the host's loopback, reached through the host's network), SI
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,8 +60,6 @@ class ServeContainer:
         return (result.stdout + result.stderr)[-4000:]
 
     def wait_healthy(self, timeout: float = 240) -> None:
-        import time
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             state = podman("inspect", "--format", "{{.State.Running}}", self.name).stdout.strip()
