@@ -12,7 +12,10 @@ import pytest
 import torch
 
 from imagenette_drift.card import CHECKPOINT_KEY
+from imagenette_drift.checkpoint import load_for_inference
 from imagenette_drift.cli import cli_main
+from imagenette_drift.commands.drift import embed_folder
+from imagenette_drift.drift.reference import DriftReference
 from imagenette_drift.drift.reference_size import (
     MIN_REFERENCE,
     ReferenceTooSmallError,
@@ -46,32 +49,45 @@ def test_the_table_is_looked_up_by_window_and_tests() -> None:
 
 @pytest.fixture(scope="module")
 def small_reference_checkpoint(trained_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The session's model with its drift reference refitted on 8 images, as a user would with the CLI."""
+    """The session's model with its drift reference fitted on 8 held-out images, as the quickstart's 10% split
+    of the sample gave before: what a user's older checkpoint holds."""
     folder = tmp_path_factory.mktemp("eight")
     for path in sorted((SAMPLE_ROOT / "train").rglob("*.JPEG"))[::10][:8]:
         shutil.copy(path, folder / path.name)
     out = tmp_path_factory.mktemp("refit")
-    # 8 images cannot calibrate windows of 20: the refit itself refuses, naming the sizes.
+    # 8 images cannot calibrate windows of 20: the refit refuses, naming the sizes, and writes nothing.
     with pytest.raises(SystemExit) as exit_info:
         cli_main(
             ["drift", f"--ckpt_path={trained_checkpoint}", f"--refit-reference={folder}", f"--output={out}"]
         )
     assert exit_info.value.code == 2 and not (out / "model.ckpt").exists()
-    # For windows of 2 it may: the checkpoint then holds a reference of 8 (window 2) that serves to test refusals.
+    model = load_for_inference(trained_checkpoint)
+    reference = DriftReference.fit(*embed_folder(model, sorted(folder.iterdir())), window_size=20)
+    state = torch.load(trained_checkpoint, map_location="cpu", weights_only=True)
+    state[CHECKPOINT_KEY]["drift"] = reference.state_dict()
+    torch.save(state, out / "model.ckpt")
+    return out / "model.ckpt"
+
+
+def test_refit_reference_writes_a_checkpoint_that_calibrates_the_window(
+    trained_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The sample's 80 train and 40 val images as a user's held-out folder: the refit checkpoint keeps the rest
+    of the card and its reference holds all 120 images, for windows of 20."""
     cli_main(
         [
             "drift",
             f"--ckpt_path={trained_checkpoint}",
-            f"--refit-reference={folder}",
-            f"--output={out}",
-            "--window=2",
+            f"--refit-reference={SAMPLE_ROOT}",
+            f"--output={tmp_path}",
         ]
     )
-    card = torch.load(out / "model.ckpt", weights_only=True)[CHECKPOINT_KEY]
-    assert (
-        card["drift"]["n_reference"] == 8 and card["estimation"] is not None
-    )  # the card's other fields kept
-    return out / "model.ckpt"
+    assert "refitted the drift reference on 120 images" in capsys.readouterr().out
+    card = torch.load(tmp_path / "model.ckpt", weights_only=True)[CHECKPOINT_KEY]
+    before = torch.load(trained_checkpoint, weights_only=True)[CHECKPOINT_KEY]
+    assert card["drift"]["n_reference"] == 120 and card["drift"]["window_size"] == 20
+    assert card["estimation"] == before["estimation"] and card["explanation"] is not None
+    assert not list(tmp_path.glob(".model*"))  # no temp file left beside it
 
 
 @pytest.mark.slow
