@@ -19,13 +19,12 @@ from imagenette_drift.storage.gcs import missing_bucket
 from imagenette_drift.storage.uri import GS_PREFIX, parse_gs_prefix
 
 
-class _NoTraceback(logging.Filter):
-    """gcsfs logs each request that ran out of retries with its traceback before raising; the error that
-    follows is reported as one line, so its log record keeps the message only."""
+class _RaisedAnyway(logging.Filter):
+    """Drops gcsfs's log records of a request that ran out of retries (logged with a traceback just before
+    gcsfs raises): the error itself is reported once, as one line (`StorageError`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.exc_info, record.exc_text = None, None
-        return True
+        return record.exc_info is None
 
 
 def open_filesystem(url: str) -> tuple[Any, str, bool]:
@@ -44,8 +43,8 @@ def open_filesystem(url: str) -> tuple[Any, str, bool]:
     from gcsfs.core import GCSFileSystem
 
     gcsfs_log = logging.getLogger("gcsfs")
-    if not any(isinstance(f, _NoTraceback) for f in gcsfs_log.filters):
-        gcsfs_log.addFilter(_NoTraceback())
+    if not any(isinstance(f, _RaisedAnyway) for f in gcsfs_log.filters):
+        gcsfs_log.addFilter(_RaisedAnyway())
     bucket, _ = parse_gs_prefix(url)
     fs = GCSFileSystem()
     with gcs_errors("read", url):
