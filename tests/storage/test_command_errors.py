@@ -14,6 +14,8 @@ import pytest
 
 from tests.serve._gcs import StorageEmulator
 
+pytestmark = pytest.mark.slow  # subprocesses
+
 IMAGENETTE = Path(sys.executable).with_name("imagenette")
 MISSING = "no-such-bucket"
 
@@ -49,7 +51,14 @@ def test_export_labelled_from_a_missing_bucket(gcs: StorageEmulator, tmp_path: P
     assert not (tmp_path / "data").exists()
 
 
-@pytest.mark.slow
+def test_export_labelled_from_a_bucket_with_no_log_yet(gcs: StorageEmulator, tmp_path: Path) -> None:
+    """Before: an ArrowTypeError traceback (an empty column typed null)."""
+    gcs.client().create_bucket("empty-log")
+    log = "gs://empty-log/fleet/log"
+    result = _run(gcs, "export-labelled", "--log", log, "--output", str(tmp_path / "data"), cwd=tmp_path)
+    _assert_one_line(result, f"the log {log} holds no labelled image to export")
+
+
 def test_monitor_of_a_missing_bucket(gcs: StorageEmulator, trained_checkpoint: Path, tmp_path: Path) -> None:
     """Before: 0 windows and exit 0, as if the log were empty."""
     log = f"gs://{MISSING}/inference-log"
