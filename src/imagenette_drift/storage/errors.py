@@ -97,4 +97,7 @@ def transient_errors() -> tuple[type[BaseException], ...]:
 
 def _detail(error: BaseException) -> str:
     text = getattr(error, "message", None) or str(error) or type(error).__name__
+    cause = getattr(error, "cause", None)  # RetryError: the last error the retries met
+    if isinstance(cause, BaseException):
+        text = f"{text}; last error: {type(cause).__name__}: {cause}"
     return " ".join(str(text).split())
