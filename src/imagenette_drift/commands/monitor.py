@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from imagenette_drift.commands._options import add_checkpoint_option
+from imagenette_drift.errors import UserError
 from imagenette_drift.monitoring.windows import WindowSpec, parse_duration
 
 
@@ -85,7 +86,7 @@ def load_context(checkpoint: str, cache_dir: Path, alpha: float):
     from imagenette_drift.drift.estimation import window_estimator
     from imagenette_drift.drift.reference import DriftReference
     from imagenette_drift.monitoring.stats import WindowContext
-    from imagenette_drift.serve.storage import resolve_checkpoint
+    from imagenette_drift.storage.checkpoint import resolve_checkpoint
 
     resolved = resolve_checkpoint(checkpoint, cache_dir)
     card = ModelCard.from_dict(read_checkpoint(resolved.path)[CHECKPOINT_KEY])
@@ -115,12 +116,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     import torch
 
-    from imagenette_drift.drift.reference_size import ReferenceTooSmallError, check_reference_size
+    from imagenette_drift.drift.reference_size import check_reference_size
     from imagenette_drift.monitoring.alerts import AlertPolicy
     from imagenette_drift.monitoring.service import Monitor, MonitorConfig, follow, start_wandb
     from imagenette_drift.monitoring.sinks import build_sinks
     from imagenette_drift.monitoring.stats import calibrated_tests
-    from imagenette_drift.serve.storage import StorageError
 
     torch.set_num_threads(max(1, args.threads))
     try:
@@ -154,9 +154,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             reference_root=args.reference_root,
         )
         monitor = Monitor(config, context, sinks)
-    except ReferenceTooSmallError:
-        raise  # one line from `imagenette`, without the usage text: the flags were fine, the checkpoint is not
-    except (ValueError, FileNotFoundError, StorageError) as e:
+    except (ValueError, FileNotFoundError) as e:
+        # One line from the CLI for a UserError (a StorageError naming bucket and object, a reference too small
+        # for the window): the flags were fine. Other ValueErrors are flag values: usage and the message.
+        if isinstance(e, UserError):
+            raise
         parser.error(str(e))
     if args.wandb:
         start_wandb(monitor)
