@@ -44,7 +44,9 @@ def test_fit_writes_checkpoints_config_confusion_matrix_and_offline_wandb_run(tr
     runs = sorted((trained_run / "wandb").glob("offline-run-*"))
     assert runs and list(runs[0].glob("run-*.wandb"))
     checkpoint = torch.load(checkpoints / "last.ckpt", weights_only=True)
-    assert checkpoint["epoch"] == 1 and checkpoint["global_step"] == 2 * 4  # 70 images, batch 16, drop_last
+    assert (
+        checkpoint["epoch"] == 1 and checkpoint["global_step"] == 2 * 2
+    )  # 40 train images, batch 16, drop_last
 
 
 def test_validate_test_and_predict_from_a_checkpoint(trained_checkpoint: Path, in_tmp: Path) -> None:
@@ -84,9 +86,9 @@ def test_resume_from_last_checkpoint_continues_at_the_next_epoch(
 ) -> None:
     cli = cli_main(quickstart_args("fit", "--trainer.max_epochs=3", f"--ckpt_path={trained_checkpoint}"))
     assert cli.trainer.current_epoch == 3
-    assert cli.trainer.global_step == 3 * 4  # 2 epochs restored + 1 trained, not 3 trained
+    assert cli.trainer.global_step == 3 * 2  # 2 epochs restored + 1 trained, not 3 trained
     resumed = torch.load(in_tmp / "outputs" / "quickstart" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert resumed["epoch"] == 2 and resumed["global_step"] == 12
+    assert resumed["epoch"] == 2 and resumed["global_step"] == 6
 
 
 def test_several_configs_merge_left_to_right(in_tmp: Path) -> None:
@@ -168,8 +170,8 @@ def test_ddp_on_cpu_with_two_gloo_processes(in_tmp: Path) -> None:
     checkpoint = torch.load(
         in_tmp / "outputs" / "quickstart" / "checkpoints" / "last.ckpt", weights_only=True
     )
-    # 70 training images split over 2 ranks -> 35 each -> 2 batches of 16 per rank (1 process would take 4).
-    assert checkpoint["global_step"] == 2
+    # 40 training images split over 2 ranks -> 20 each -> 1 batch of 16 per rank (1 process would take 2).
+    assert checkpoint["global_step"] == 1
 
 
 def test_readme_quickstart_command_is_the_config_we_test() -> None:

@@ -97,7 +97,8 @@ def test_report_holds_the_runs_numbers_and_valid_pngs(run_dir: Path, tmp_path: P
     }
     clean = json.loads((run_dir / "drift" / "clean" / "drift_report.json").read_text())
     shifted = json.loads((run_dir / "drift" / "shifted" / "drift_report.json").read_text())
-    for method in ("mmd", "ks", "chi2", "inputs"):
+    assert "chi2" not in clean["methods"]  # windows of 10: fewer than 5 images per class, no label-shift test
+    for method in ("mmd", "ks", "inputs"):
         assert metrics["drift"]["fpr"][method] == clean["methods"][method]["flagged_fraction"]
         assert metrics["drift"]["power"][method] == shifted["methods"][method]["flagged_fraction"]
 
