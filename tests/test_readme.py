@@ -17,13 +17,13 @@ import importlib
 import io
 import os
 import re
-import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests._shell import commands
 from tests.conftest import REPO
 
 README = REPO / "README.md"
@@ -41,33 +41,28 @@ KNOWN_TOOLS = {
     "gcloud": "scripts/deploy_cloud_run.sh DRY_RUN tests",
     "IMG": "a shell variable",
     "pre-commit": "tests/test_workflows.py",
+    "openssl": "OpenSSL's own CLI",
 }
 
 
-def readme_commands() -> list[list[str]]:
-    """argv lists of every command in the README's bash blocks (env assignments kept in front)."""
-    commands, block, buffer = [], False, ""
-    for line in README.read_text().splitlines():
+def bash_blocks(path: Path) -> list[str]:
+    """The text of each ```bash block in a Markdown file."""
+    blocks, block = [], None
+    for line in path.read_text().splitlines():
         if line.startswith("```"):
-            block = line.strip() == "```bash" and not block
-            continue
-        if not block:
-            continue
-        buffer += line.rstrip()
-        if buffer.endswith("\\"):
-            buffer = buffer[:-1] + " "
-            continue
-        text, buffer = buffer, ""
-        lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
-        lexer.whitespace_split, argv = True, []
-        for token in [*lexer, ";"]:
-            if token in (";", "&&", "||", "|", "&", ">", ">>", "<", "2>"):
-                if argv and argv[0] not in (">", "|"):
-                    commands.append(argv)
-                argv = [">"] if token in (">", ">>", "<", "2>", "|") else []
-            elif argv[:1] != [">"]:
-                argv.append(token)
-    return commands
+            if block is None and line.strip() == "```bash":
+                block = []
+            elif block is not None:
+                blocks.append("\n".join(block))
+                block = None
+        elif block is not None:
+            block.append(line)
+    return blocks
+
+
+def readme_commands(path: Path = README) -> list[list[str]]:
+    """argv lists of every command in a Markdown file's bash blocks (env assignments kept in front)."""
+    return [argv for block in bash_blocks(path) for argv in commands(block)]
 
 
 def _split_env(argv: list[str]) -> tuple[dict[str, str], list[str]]:
