@@ -166,7 +166,7 @@ print(json.dumps(failures))
 def _run(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=1200, **kwargs)
-    assert done.returncode == 0, f"{' '.join(argv[:6])} ... exit {done.returncode}:\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, f"{' '.join(map(str, argv[:6]))} ... exit {done.returncode}:\n{done.stderr[-3000:]}"
     return done
 
 
@@ -180,9 +180,13 @@ def venvs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         _run([sys.executable, "-m", "venv", str(base)])
         _run([str(base / "bin" / "python"), "-m", "pip", "install", "-q", *PROJECT["dependencies"]])
         (base / ".complete").touch()
-    wheels = tmp_path_factory.mktemp("wheel")
+    # Built from a copy: setuptools leaves build/ and *.egg-info beside the sources it builds.
+    tree, wheels = tmp_path_factory.mktemp("tree"), tmp_path_factory.mktemp("wheel")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, tree)
+    shutil.copytree(SRC, tree / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     _run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", wheels, REPO]
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", wheels, tree]
     )
     return base, next(wheels.glob("*.whl"))
 
