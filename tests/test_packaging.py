@@ -166,7 +166,9 @@ print(json.dumps(failures))
 def _run(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=1200, **kwargs)
-    assert done.returncode == 0, f"{' '.join(map(str, argv[:6]))} ... exit {done.returncode}:\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, (
+        f"{' '.join(map(str, argv[:6]))} ... exit {done.returncode}:\n{done.stderr[-3000:]}"
+    )
     return done
 
 
