@@ -3,13 +3,24 @@
 #   docker build -t imagenette-drift .                                  # CPU torch (default)
 #   docker build -t imagenette-drift:cu128 --build-arg TORCH_VARIANT=cu128 .   # CUDA 12.8 torch
 #   docker run --rm -v "$PWD:/work" imagenette-drift fit --config configs/quickstart.yaml
-ARG PYTHON_VERSION=3.11
-FROM python:${PYTHON_VERSION}-slim
+# The base: Docker Hub's python:3.11-slim (GitHub, Cloud Build); where no registry is reachable, a local
+# Debian bookworm + python3.11 image built by scripts/containers/bootstrap_base.sh (docs/containers.md).
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
 
 # cpu, or a CUDA build of the PyTorch wheel index (cu126, cu128, ...); GPUs need `docker run --gpus all`.
 ARG TORCH_VARIANT=cpu
 ARG TORCH_VERSION=2.14.1
 ARG TORCHVISION_VERSION=0.29.1
+ARG TORCH_INDEX_URL="https://download.pytorch.org/whl/${TORCH_VARIANT}"
+# A package mirror, a local wheel folder, a proxy's CA bundle, a constraint file: pip reads these during the
+# build only (unset: PyPI, as on GitHub and Cloud Build; scripts/containers/build_images.py passes this host's).
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_FIND_LINKS
+ARG PIP_CONSTRAINT
+ARG PIP_CERT
+ARG PIP_TRUSTED_HOST
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -29,7 +40,7 @@ RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin imagenette
 
 WORKDIR /opt/imagenette-drift
 # torch first, in its own layer: it is the largest and changes least.
-RUN pip install --index-url "https://download.pytorch.org/whl/${TORCH_VARIANT}" \
+RUN pip install --index-url "${TORCH_INDEX_URL}" \
         "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
 COPY pyproject.toml README.md ./
 COPY src ./src

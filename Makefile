@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# `make test` runs the suite in 2 processes (one torch thread each; tests/conftest.py), files kept together.
+PYTEST_WORKERS ?= 2
 
 
 .PHONY: setup train quickstart test test-fast lint format sample clean actionlint actionlint-install pipeline
@@ -25,11 +27,11 @@ train: setup  ## the real run on Imagenette-160 (downloads it if missing)
 quickstart: setup  ## a one-minute run on the sample shipped in the repo
 	$(BIN)/imagenette fit --config configs/quickstart.yaml
 
-test: setup  ## the whole test suite (full-data tests skip without ../shared/data/imagenette2-160)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: setup  ## the whole test suite (full-data tests skip without ../shared/data/imagenette2-160); prints the 15 slowest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 test-fast: setup  ## the quick tests only
-	$(BIN)/python -m pytest -m "not slow and not full_data" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow and not full_data" $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

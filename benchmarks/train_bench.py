@@ -1,8 +1,11 @@
 """Training throughput, from one run: loader only, step only, `imagenette fit`, and a plain PyTorch loop.
 
-All four use the same model (ResNet-18 at 128 px), data, precision (bf16 autocast on CPU), channels_last
-and batch size. The plain loop is the baseline the Lightning engine is compared with (target: fit >= 0.97x). All use SGD; one more
-step-only figure uses ConvMuonSGD (the config's optimizer), for what its Newton-Schulz iterations cost.
+All four use the same model (ResNet-18 at 128 px), data, precision (the shipped configs' `auto`: bf16 autocast
+where the CPU has native bfloat16, fp32 elsewhere; `imagenette_drift.hardware`), channels_last and batch size. The
+plain loop is the baseline the Lightning engine is compared with (target: fit >= 0.97x). All use SGD; one more
+step-only figure uses ConvMuonSGD (the config's optimizer), for what its Newton-Schulz iterations cost, and one
+runs that step all in fp32 (fp32 forward/backward and Newton-Schulz): the shipped step must stay within 1.1x of
+it on CPUs without native bf16 (`shipped_vs_fp32_step`; there the two are the same code path).
 
     python benchmarks/train_bench.py --data ../shared/data/imagenette2-160   # a few minutes here
 """
@@ -20,6 +23,7 @@ import lightning.pytorch as pl
 import torch
 
 from imagenette_drift.data import ImagenetteDataModule
+from imagenette_drift.hardware import resolve_precision
 from imagenette_drift.io import write_text_atomic
 from imagenette_drift.models import ImagenetteClassifier
 from imagenette_drift.optim import ConvMuonSGD
@@ -54,17 +58,25 @@ def _sgd(model: ImagenetteClassifier) -> torch.optim.Optimizer:
     return torch.optim.SGD(model._param_groups(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-5)
 
 
+PRECISION, PRECISION_REASON = resolve_precision("cpu")  # what the shipped configs resolve to here
+BF16 = PRECISION == "bf16-mixed"
+
+
 def _muon(model: ImagenetteClassifier) -> torch.optim.Optimizer:
     return ConvMuonSGD(model._param_groups(), lr=0.1, weight_decay=5e-5, sgd_lr=0.1)
 
 
-def step_only(dm: ImagenetteDataModule, steps: int, optimizer_factory=_sgd) -> float:
+def _muon_fp32(model: ImagenetteClassifier) -> torch.optim.Optimizer:
+    return ConvMuonSGD(model._param_groups(), lr=0.1, weight_decay=5e-5, sgd_lr=0.1, ns_dtype="float32")
+
+
+def step_only(dm: ImagenetteDataModule, steps: int, optimizer_factory=_sgd, bf16: bool = BF16) -> float:
     model = _model().train()
     optimizer = optimizer_factory(model)
     images, labels = next(iter(dm.train_dataloader()))
 
     def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = model._loss(model(images), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -88,7 +100,7 @@ def plain_loop(dm: ImagenetteDataModule, batches: int) -> float:
         if i == 3:
             n, start = 0, time.perf_counter()
         images, labels = next(loader)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=BF16):
             loss = model._loss(model(images), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -118,7 +130,7 @@ def lightning_fit(dm: ImagenetteDataModule, batches: int) -> float:
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=1,
-        precision="bf16-mixed",
+        precision=PRECISION,
         max_epochs=1,
         limit_train_batches=batches + 3,
         limit_val_batches=0,
@@ -156,6 +168,7 @@ def main() -> None:
         "loader_cached": loader_only(decoded, args.batches * 2),
         "step_only": step_only(decoded, args.batches),
         "step_only_muon": step_only(decoded, args.batches, _muon),  # what the config's optimizer costs
+        "step_only_muon_fp32": step_only(decoded, args.batches, _muon_fp32, bf16=False),
     }
     # The engine comparison alternates the two, `--rounds` times, and keeps the median of each, so that
     # neither profits from running later (warm page cache, CPU frequency).
@@ -169,6 +182,8 @@ def main() -> None:
         "fit_vs_plain_loop": figures["lightning_fit"] / figures["plain_loop"],
         "fit_vs_step_only": figures["lightning_fit"] / figures["step_only"],
         "muon_step_vs_sgd_step": figures["step_only_muon"] / figures["step_only"],
+        # step time of the shipped precision over the all-fp32 step (images/s are inverse times)
+        "shipped_vs_fp32_step": figures["step_only_muon_fp32"] / figures["step_only_muon"],
         "fit_cached_vs_fit_jpeg": figures["lightning_fit"] / figures["lightning_fit_jpeg"],
         "loader_cached_vs_step": figures["loader_cached"] / figures["step_only"],
         "loader_jpeg_vs_step": figures["loader_jpeg"] / figures["step_only"],
@@ -176,7 +191,8 @@ def main() -> None:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
     ).stdout.strip()
-    print(f"images/s (batch {args.batch_size}, {args.num_workers} workers, bf16 autocast, channels_last):")
+    print(f"precision {PRECISION} ({PRECISION_REASON})")
+    print(f"images/s (batch {args.batch_size}, {args.num_workers} workers, {PRECISION}, channels_last):")
     for name, value in figures.items():
         print(f"  {name:<16} {value:8.1f}")
     for name, value in ratios.items():
@@ -185,6 +201,8 @@ def main() -> None:
         "commit": commit,
         "batch_size": args.batch_size,
         "num_workers": args.num_workers,
+        "precision": PRECISION,
+        "precision_reason": PRECISION_REASON,
         "rounds": rounds,
         **figures,
         **ratios,

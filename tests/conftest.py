@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import NoReturn
@@ -29,6 +31,13 @@ os.environ.update(
     }
 )
 os.environ.pop("WANDB_API_KEY", None)
+# Under pytest-xdist (`make test`: 2 workers on 2 cores) each worker, and every process it starts, computes with
+# one thread: two processes with 2 OpenMP threads each on 2 cores slow each other down about tenfold.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    import torch
+
+    torch.set_num_threads(1)
 os.environ.pop("IMAGENETTE_DATA", None)
 
 
@@ -91,19 +100,48 @@ def quickstart_args(command: str, *extra: str) -> list[str]:
     return [command, "--config", str(CONFIGS / "quickstart.yaml"), f"--data.root={SAMPLE_ROOT}", *extra]
 
 
-@pytest.fixture(scope="session")
-def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Fit the quickstart config once per session (2 epochs) and return its output folder."""
+@contextlib.contextmanager
+def shared_dir(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[tuple[Path, bool]]:
+    """A folder every pytest-xdist worker of this run shares, held under a file lock: yields (folder, whether it
+    is new). The first worker builds what it holds while the others wait; they then read it (once per run)."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's temp folder, above each worker's own
+    folder = root / f"shared-{name}"
+    with FileLock(str(folder) + ".lock"):
+        done = folder / ".done"
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+        yield folder, not done.exists()
+        done.touch()
+
+
+def fit_once(tmp_path_factory: pytest.TempPathFactory, name: str, argv: list[str]) -> Path:
+    """Run `imagenette <argv>` (a fit) in a shared folder once per test run and return that folder."""
     from imagenette_drift.cli import cli_main
 
-    run_dir = tmp_path_factory.mktemp("trained")
-    cwd = Path.cwd()
-    os.chdir(run_dir)
-    try:
-        cli_main(quickstart_args("fit", "--trainer.max_epochs=2"))
-    finally:
-        os.chdir(cwd)
-    return run_dir / "outputs" / "quickstart"
+    with shared_dir(tmp_path_factory, name) as (run_dir, new):
+        if new:
+            cwd = Path.cwd()
+            os.chdir(run_dir)
+            try:
+                cli_main(argv)
+            finally:
+                os.chdir(cwd)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Fit the quickstart config once per session (2 epochs) and return its output folder.
+
+    In fp32 whatever the CPU: bf16's numerics differ between CPUs with and without native bf16, and no test's
+    verdict may depend on the machine. Its drift reference is the sample's 40 held-out images (windows of 20)."""
+    argv = quickstart_args("fit", "--trainer.max_epochs=2", "--trainer.precision=32-true")
+    return fit_once(tmp_path_factory, "trained", argv) / "outputs" / "quickstart"
 
 
 @pytest.fixture(scope="session")

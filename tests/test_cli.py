@@ -174,3 +174,14 @@ def test_ddp_on_cpu_with_two_gloo_processes(in_tmp: Path) -> None:
 
 def test_readme_quickstart_command_is_the_config_we_test() -> None:
     assert "imagenette fit --config configs/quickstart.yaml" in (REPO / "README.md").read_text()
+
+
+@pytest.mark.parametrize("args", [["--help"], ["registry", "--registry", "{tmp}/registry", "list"]])
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path, args: list[str]) -> None:
+    """`imagenette registry show ... | head`: the pipe closes before the command writes; it exits 1 quietly."""
+    exe = Path(sys.executable).with_name("imagenette")
+    argv = [str(exe), *(a.format(tmp=tmp_path) for a in args)]
+    process = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # long before the command has imported anything, let alone printed
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 1 and err == b"", err.decode()

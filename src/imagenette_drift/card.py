@@ -28,6 +28,9 @@ class ModelCard:
     estimation: dict[str, Any] | None = None
     familiarity: dict[str, Any] | None = None
     explanation: dict[str, Any] | None = None
+    training: dict[str, Any] | None = (
+        None  # how it was trained: {"precision": "32-true", "reason": "auto: ..."}
+    )
     format_version: int = FORMAT_VERSION
 
     @property
@@ -51,6 +54,7 @@ class ModelCard:
             "estimation": self.estimation,
             "familiarity": self.familiarity,
             "explanation": self.explanation,
+            "training": self.training,
         }
 
     @classmethod
@@ -75,4 +79,5 @@ class ModelCard:
             estimation=data.get("estimation"),
             familiarity=data.get("familiarity"),
             explanation=data.get("explanation"),
+            training=data.get("training"),
         )

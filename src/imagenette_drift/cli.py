@@ -7,6 +7,7 @@ what it needs.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -120,8 +121,19 @@ def _run(argv: list[str], from_sys_argv: bool) -> LightningCLI | None:
 
 
 def main() -> int:
-    """Console-script entry point: run the CLI, exit 0 on success."""
-    cli_main()
+    """Console-script entry point: run the CLI, exit 0 on success.
+
+    A reader that stops early (`imagenette registry show ... | head`) closes the pipe: the command then exits
+    1 quietly, as Python's documentation recommends for SIGPIPE, instead of ending in a BrokenPipeError.
+    """
+    try:
+        cli_main()
+        sys.stdout.flush()  # inside the try: a closed pipe fails here, not at interpreter exit
+    except BrokenPipeError:
+        # Point stdout at devnull so the flush at exit does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     return 0
 
 

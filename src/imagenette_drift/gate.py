@@ -100,12 +100,13 @@ def with_production(decision: GateDecision, comparison: WindowComparison) -> Gat
     """The test-set decision joined with the production window's: refused when the candidate is worse there.
 
     A window that could not be compared (no logged images) leaves the test-set verdict as it is; the reason and
-    the table say that it was not compared.
+    the table say that it was not compared. The reason names what failed first.
     """
     passed = decision.passed and comparison.passed is not False
-    return replace(
-        decision, passed=passed, reason=f"{decision.reason}; {comparison.reason}", production=comparison
-    )
+    parts = [decision.reason, comparison.reason]
+    if decision.passed and comparison.passed is False:
+        parts.reverse()  # a refusal leads with the check that failed
+    return replace(decision, passed=passed, reason="; ".join(parts), production=comparison)
 
 
 def format_table(decision: GateDecision) -> str:

@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal
 
 import torch
+
+from imagenette_drift.hardware import device_bf16
 
 # Quintic Newton-Schulz coefficients tuned for fast convergence of the singular values towards 1 (Jordan 2024).
 _NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 
-def orthogonalize(matrix: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
-    """Approximately `U @ V.T` of the SVD of `matrix` (singular values pushed to about 0.7-1.2), in bf16.
+def orthogonalize(
+    matrix: torch.Tensor, steps: int = 5, eps: float = 1e-7, dtype: torch.dtype = torch.bfloat16
+) -> torch.Tensor:
+    """Approximately `U @ V.T` of the SVD of `matrix` (singular values pushed to about 0.7-1.2), computed in
+    `dtype` (bf16 where it is native: Muon's choice; fp32 on CPUs without bf16, where bf16 is about 60x slower).
 
     `matrix` is (m, n) or a stack (..., m, n) of same-shaped matrices, each orthogonalised on its own.
 
@@ -29,7 +34,7 @@ def orthogonalize(matrix: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> to
     on 2 CPU cores).
     """
     a, b, c = _NS_COEFFICIENTS
-    x = matrix.bfloat16()
+    x = matrix.to(dtype)
     transposed = x.size(-2) > x.size(-1)
     if transposed:
         x = x.mT
@@ -68,6 +73,7 @@ class ConvMuonSGD(torch.optim.Optimizer):
         sgd_lr: float = 0.4,
         sgd_momentum: float = 0.9,
         foreach: bool = False,
+        ns_dtype: Literal["auto", "bfloat16", "float32"] = "auto",
     ) -> None:
         """Args:
         params: parameters or parameter groups (a group's `weight_decay` overrides the default).
@@ -81,6 +87,9 @@ class ConvMuonSGD(torch.optim.Optimizer):
         foreach: update all parameters of a group together (`torch._foreach_*`, one batched Newton-Schulz
             iteration per conv-filter shape): the same update in far fewer kernel launches, which is what
             bounds a GPU step of a small network. False updates parameter by parameter.
+        ns_dtype: dtype of the Newton-Schulz iteration: `auto` is bfloat16 on devices that compute it natively
+            (`imagenette_drift.hardware.device_bf16`: CUDA, AMX or AVX512-BF16 CPUs, Arm bf16) and float32
+            elsewhere; the two give the same update within bf16's rounding.
         """
         for name, value in {"lr": lr, "sgd_lr": sgd_lr, "weight_decay": weight_decay}.items():
             if value < 0.0:
@@ -90,6 +99,11 @@ class ConvMuonSGD(torch.optim.Optimizer):
                 raise ValueError(f"ConvMuonSGD {name} must be in [0, 1), got {value}.")
         if ns_steps < 1:
             raise ValueError(f"ConvMuonSGD ns_steps must be >= 1, got {ns_steps}.")
+        if ns_dtype not in ("auto", "bfloat16", "float32"):
+            raise ValueError(
+                f"ConvMuonSGD ns_dtype must be 'auto', 'bfloat16' or 'float32', got {ns_dtype!r}."
+            )
+        self.ns_dtype = ns_dtype
         defaults = {
             "lr": lr,
             "momentum": momentum,
@@ -128,13 +142,20 @@ class ConvMuonSGD(torch.optim.Optimizer):
                     self._sgd_update(param, group, group["sgd_lr"] * ratio)
         return loss
 
+    def _ns_dtype(self, device: torch.device) -> torch.dtype:
+        """The Newton-Schulz dtype on `device` (`auto` resolved once per device type by the hardware check)."""
+        if self.ns_dtype != "auto":
+            return getattr(torch, self.ns_dtype)
+        return torch.bfloat16 if device_bf16(device).native else torch.float32
+
     def _conv_update(self, param: torch.Tensor, group: dict[str, Any]) -> None:
         grad, momentum = param.grad, group["momentum"]
         buffer = self.state[param].setdefault("momentum_buffer", torch.zeros_like(param))
         buffer.mul_(momentum).add_(grad)
         direction = grad.add(buffer, alpha=momentum) if group["nesterov"] else buffer
         matrix = direction.reshape(len(direction), -1)
-        update = orthogonalize(matrix, group["ns_steps"]) * max(1.0, matrix.size(0) / matrix.size(1)) ** 0.5
+        ortho = orthogonalize(matrix, group["ns_steps"], dtype=self._ns_dtype(param.device))
+        update = ortho * max(1.0, matrix.size(0) / matrix.size(1)) ** 0.5
         param.mul_(1.0 - group["lr"] * group["weight_decay"])
         param.add_(update.view_as(param), alpha=-group["lr"])
 
@@ -165,7 +186,10 @@ class ConvMuonSGD(torch.optim.Optimizer):
         updates: list[torch.Tensor | None] = [None] * len(params)
         for (rows, cols), members in by_shape.items():
             stack = torch.stack([directions[i].reshape(rows, cols) for i in members])
-            ortho = orthogonalize(stack, group["ns_steps"]) * max(1.0, rows / cols) ** 0.5
+            ortho = (
+                orthogonalize(stack, group["ns_steps"], dtype=self._ns_dtype(stack.device))
+                * max(1.0, rows / cols) ** 0.5
+            )
             for i, update in zip(members, ortho.unbind(0), strict=True):
                 updates[i] = update.view_as(params[i])
         if group["weight_decay"]:

@@ -13,11 +13,13 @@ from jsonargparse import Namespace
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_info
 
 from imagenette_drift.checkpoint import read_checkpoint
 from imagenette_drift.data import ImagenetteDataModule, list_images
 from imagenette_drift.data.datamodule import ensure_data
 from imagenette_drift.data.root import resolve_root
+from imagenette_drift.hardware import resolve_precision
 from imagenette_drift.models import ImagenetteClassifier
 
 
@@ -26,8 +28,9 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         config = self.config.as_dict()
+        precision = getattr(pl_module, "precision_choice", None)
         for logger in trainer.loggers:
-            logger.log_hyperparams({"config": config})
+            logger.log_hyperparams({"config": config, "precision": precision})
 
 
 class ImagenetteCLI(LightningCLI):
@@ -46,6 +49,23 @@ class ImagenetteCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         if subcommand in self.subcommands():
             check_inputs(subcommand, self.config[subcommand])
+
+    def before_instantiate_classes(self) -> None:
+        """Resolve an unset (`auto`) `trainer.precision` from the hardware and say which, once."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = config["trainer"]
+        if trainer.get("precision") is None:
+            precision, reason = resolve_precision(trainer.get("accelerator"))
+            trainer["precision"] = precision
+            reason = f"auto: {reason}"
+        else:
+            precision, reason = str(trainer["precision"]), "requested (--trainer.precision)"
+        self.precision_choice = {"precision": precision, "reason": reason}
+        rank_zero_info(f"Precision {precision}: {reason}.")
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        self.model.precision_choice = self.precision_choice  # written into the checkpoint's model card
 
 
 def check_inputs(subcommand: str, config: Namespace) -> None:
@@ -74,7 +94,9 @@ _LIGHTNING_CKPT_KEYWORDS = ("best", "last", "hpc", "registry")
 
 def run_lightning_cli(argv: Sequence[str], from_sys_argv: bool = False) -> LightningCLI:
     """Run one Lightning subcommand; parse errors exit with one line that names the bad flag."""
-    argv = list(argv)
+    argv = _precision_auto_as_unset(argv)
+    if from_sys_argv:
+        sys.argv[1:] = argv
     # Abbreviated flags are refused (argparse would take --trainer.max_epoch for --trainer.max_epochs), and a
     # parse error is one line naming the flag instead of the full usage text.
     parser_kwargs = {"allow_abbrev": False, "exit_on_error": False}
@@ -95,6 +117,18 @@ def run_lightning_cli(argv: Sequence[str], from_sys_argv: bool = False) -> Light
         raise SystemExit(2) from None
     _finish_wandb_runs(cli)
     return cli
+
+
+def _precision_auto_as_unset(argv: list[str]) -> list[str]:
+    """`--trainer.precision=auto` is the same as leaving it unset: the precision is chosen from the hardware."""
+    out = []
+    for i, arg in enumerate(argv):
+        if arg == "--trainer.precision=auto":
+            arg = "--trainer.precision=null"
+        elif arg == "auto" and i > 0 and argv[i - 1] == "--trainer.precision":
+            arg = "null"
+        out.append(arg)
+    return out
 
 
 def _finish_wandb_runs(cli: LightningCLI) -> None:

@@ -17,6 +17,8 @@ Run ``python tests/drift/test_calibration.py`` to print the table of measured ra
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -27,6 +29,10 @@ from imagenette_drift.drift import (
     MMDDriftDetector,
     OnlineDriftMonitor,
 )
+from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import reference_size as bench  # the synthetic drift-free population
 
 ALPHA = 0.05
 INTERVAL = (0.02, 0.08)
@@ -46,31 +52,11 @@ WINDOWS_PER_DRAW = {
 ONLINE_CELLS = ((200, 20), (1000, 20), (1000, 200), (5000, 20), (5000, 200))
 ONLINE_DRAWS = {200: 12, 1000: 6, 5000: 3}
 ONLINE_STREAMS, ONLINE_STEPS, ONLINE_ERT = 40, 20, 20
-EMBEDDING_DIM, NUM_CLASSES, N_STATS = 64, 10, 12
 BATCH_DETECTORS = ("mmd", "ks", "chi2", "inputs")
+NUM_CLASSES = bench.NUM_CLASSES
 
 
-class _Population:
-    """A fixed distribution of (embedding, softmax, input statistics) triples with no drift anywhere."""
-
-    def __init__(self, seed: int = 0) -> None:
-        rng = np.random.default_rng(seed)
-        self.scales = np.linspace(2.0, 0.2, EMBEDDING_DIM)  # anisotropic, like real embeddings
-        self.class_log_prior = np.log([0.2, 0.15, 0.15, 0.12, 0.1, 0.1, 0.08, 0.05, 0.04, 0.01])
-        self.mixing = rng.normal(size=(N_STATS - 2, N_STATS - 2)) / np.sqrt(N_STATS)  # correlated statistics
-
-    def sample(self, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(n, D)`` embeddings, ``(n, 10)`` softmax outputs and ``(n, 12)`` statistics, all float32."""
-        embeddings = rng.standard_normal((n, EMBEDDING_DIM)) * self.scales
-        logits = 2.0 * rng.standard_normal((n, NUM_CLASSES)) + self.class_log_prior
-        probs = torch.softmax(torch.from_numpy(logits), dim=1)
-        dense = rng.standard_normal((n, N_STATS - 2)) @ self.mixing
-        clipped = np.where(rng.random((n, 2)) < 0.6, 0.0, rng.beta(2.0, 5.0, size=(n, 2)))
-        stats = np.concatenate([dense, clipped], axis=1)
-        return torch.from_numpy(embeddings).float(), probs.float(), torch.from_numpy(stats).float()
-
-
-def _batch_rates(population: _Population) -> dict[tuple[str, int, int], float]:
+def _batch_rates(population: bench.Population) -> dict[tuple[str, int, int], float]:
     """False-positive rate of each batch detector per (reference size, window) cell."""
     rejections: dict[tuple[str, int, int], list[bool]] = {}
     for n_ref in REFERENCE_SIZES:
@@ -93,7 +79,7 @@ def _batch_rates(population: _Population) -> dict[tuple[str, int, int], float]:
     return {cell: float(np.mean(flags)) for cell, flags in rejections.items()}
 
 
-def _online_rates(population: _Population) -> dict[tuple[str, int, int], float]:
+def _online_rates(population: bench.Population) -> dict[tuple[str, int, int], float]:
     """The online monitor's first-alarm rate per full window (hazard) per (reference size, window) cell."""
     rates = {}
     for n_ref, window in ONLINE_CELLS:
@@ -123,7 +109,7 @@ def _online_rates(population: _Population) -> dict[tuple[str, int, int], float]:
 
 def measure_false_positive_rates() -> dict[tuple[str, int, int], float]:
     """Seeded no-drift false-positive rate of every detector, keyed by (detector, reference size, window)."""
-    population = _Population()
+    population = bench.Population()
     return {**_batch_rates(population), **_online_rates(population)}
 
 

@@ -3,7 +3,6 @@ inference logs written by real servers."""
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SAMPLE_ROOT, quickstart_args
+from tests.conftest import SAMPLE_ROOT, fit_once, quickstart_args
 from tests.serve._gcs import StorageEmulator
 
 BUCKET = "registry"
@@ -21,16 +20,8 @@ PRECONDITION_EMULATOR = Path(__file__).with_name("_emulator_with_preconditions.p
 @pytest.fixture(scope="session")
 def worse_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real quickstart fit stopped after one training batch: the same network, barely trained."""
-    from imagenette_drift.cli import cli_main
-
-    run_dir = tmp_path_factory.mktemp("worse")
-    cwd = Path.cwd()
-    os.chdir(run_dir)
-    try:
-        cli_main(quickstart_args("fit", "--trainer.max_epochs=1", "--trainer.limit_train_batches=1"))
-    finally:
-        os.chdir(cwd)
-    return run_dir / "outputs" / "quickstart" / "checkpoints" / "last.ckpt"
+    argv = quickstart_args("fit", "--trainer.max_epochs=1", "--trainer.limit_train_batches=1")
+    return fit_once(tmp_path_factory, "worse", argv) / "outputs" / "quickstart" / "checkpoints" / "last.ckpt"
 
 
 @pytest.fixture(scope="module")

@@ -71,7 +71,9 @@ def test_a_candidate_worse_on_the_window_is_refused_with_its_table(
         "--output", str(md), "--output", str(js),
     )  # fmt: skip
     assert code == 1, (out, err)
-    assert "; production window: candidate worse (" in err and err.count("\n") == 1, err
+    # The refusal leads with what failed (the window), then the test-set check that passed.
+    assert err.startswith("imagenette gate: refused: production window: candidate worse (realized"), err
+    assert "; candidate top-1 " in err and err.count("\n") == 1, err
     assert md.read_text() == out.removesuffix("\n")
     production = json.loads(js.read_text())["production"]
     champ, cand = direct["trained"], direct["worse"]

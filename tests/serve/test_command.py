@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -9,7 +12,7 @@ import requests
 
 from imagenette_drift.commands.serve import main
 from tests.serve._gcs import StorageEmulator
-from tests.serve._server import ServeProcess
+from tests.serve._server import IMAGENETTE, ServeProcess
 
 
 def _start_error(capsys: pytest.CaptureFixture, *argv: str) -> str:
@@ -66,3 +69,54 @@ def test_server_restarts_from_its_cache_when_gcs_is_unreachable(
             f"GCS unreachable; serving cached generation {generation} of gs://models/prod/last.ckpt"
             in server.log()
         )
+
+
+def _refused(checkpoint: Path, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """The one stderr line of `imagenette serve` refusing to start (exit 2, no traceback); it must not serve."""
+    result = subprocess.run(
+        [str(IMAGENETTE), "serve", "--ckpt_path", str(checkpoint), "--host", "127.0.0.1", "--runtime", "torch",
+         "--cache-dir", str(tmp_path / "cache"), *args],
+        capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+    )  # fmt: skip
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("imagenette serve: error: "), result.stderr
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_a_port_in_use_is_refused_with_the_fix(trained_checkpoint: Path, tmp_path: Path) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        line = _refused(trained_checkpoint, tmp_path, "--port", str(port))
+    assert f"port {port} on 127.0.0.1 is not free" in line and "--port N" in line
+
+
+@pytest.mark.slow
+def test_a_log_folder_that_cannot_be_written_is_refused_at_start(
+    trained_checkpoint: Path, tmp_path: Path
+) -> None:
+    """Before: the server started and only warned at its first flush."""
+    (tmp_path / "file").write_text("a file where the log's folder should be")
+    line = _refused(trained_checkpoint, tmp_path, "--log", str(tmp_path / "file" / "log"))
+    assert f"--log {tmp_path / 'file' / 'log'} cannot be written (Not a directory)" in line
+
+
+@pytest.mark.slow
+def test_a_gcs_log_that_cannot_be_written_is_refused_at_start(
+    gcs: StorageEmulator, trained_checkpoint: Path, tmp_path: Path
+) -> None:
+    line = _refused(
+        trained_checkpoint,
+        tmp_path,
+        "--log",
+        "gs://absent-bucket/log",
+        env={"STORAGE_EMULATOR_HOST": gcs.host},
+    )
+    assert "--log gs://absent-bucket/log cannot be written" in line
+    assert (
+        "Bucket gs://absent-bucket does not exist (while opening gs://absent-bucket/log/.write-probe-" in line
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import itertools
 import re
+import shutil
 import threading
 import time
 import uuid
@@ -231,10 +232,11 @@ def test_record_fields_match_the_image(
 def test_failing_sink_never_fails_a_prediction(
     trained_checkpoint: Path, val_images: list[Path], tmp_path: Path
 ) -> None:
-    """A log path behind a file: predictions stay 200. With a working spill folder the records wait there and
-    land once the path is fixed; without one they are dropped and counted. /feedback is off without a token."""
+    """A log path that becomes a file after start: predictions stay 200. With a working spill folder the
+    records wait there and land once the path is fixed; without one they are dropped and counted. /feedback is
+    off without a token. (A log that cannot be written at start is refused: test_command.py.)"""
     blocker = tmp_path / "blocked"
-    blocker.write_text("a file where the log's folder should be")
+    blocker.mkdir()
     common = ("--log-flush-records", "2", "--log-flush-seconds", "0.5")
     spilling = ServeProcess(
         trained_checkpoint,
@@ -251,6 +253,8 @@ def test_failing_sink_never_fails_a_prediction(
     spilling.start(), dropping.start()
     try:
         spilling.wait_healthy(timeout=180), dropping.wait_healthy(timeout=180)
+        shutil.rmtree(blocker)
+        blocker.write_text("a file where the log's folder should be")
         ids = []
         for process in (spilling, dropping):
             for path in val_images[:4]:

@@ -11,12 +11,12 @@ import torch
 from imagenette_drift.card import CHECKPOINT_KEY
 from imagenette_drift.checkpoint import load_for_inference, read_checkpoint
 from imagenette_drift.data import read_image
+from imagenette_drift.hardware import cpu_flags
 from imagenette_drift.models import ImagenetteClassifier
 from imagenette_drift.serve.runtime import (
     OnnxRuntime,
     TorchRuntime,
     choose_runtime,
-    cpu_flags,
     create_runtime,
     fold_batchnorm,
 )

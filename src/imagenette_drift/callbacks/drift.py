@@ -10,6 +10,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_warn
 
 from imagenette_drift.card import CHECKPOINT_KEY
 from imagenette_drift.drift.assessment import WindowAssessor, assess_windows
@@ -18,7 +19,8 @@ from imagenette_drift.drift.explain import ExplanationReference, compute_signatu
 from imagenette_drift.drift.familiarity import FamiliarityReference, Rule
 from imagenette_drift.drift.image_stats import image_statistics
 from imagenette_drift.drift.reference import DriftReference
-from imagenette_drift.drift.windows import run_window_tests, write_report
+from imagenette_drift.drift.reference_size import reference_size_problem
+from imagenette_drift.drift.windows import run_window_tests, window_tests, write_report
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +107,7 @@ class DriftCallback(Callback):
         self.signature_images = signature_images
         self.signature_severity = signature_severity
         self.reference: DriftReference | None = None
+        self._size_warned = False
         # Card fields fitted beside the reference (plain state dicts), see CALLBACK_FIELDS.
         self.card_fields: dict[str, dict[str, Any] | None] = {}
         self.summary: dict[str, Any] | None = None
@@ -205,9 +208,22 @@ class DriftCallback(Callback):
             return
         if trainer.state.fn == TrainerFn.FITTING:
             self.reference = DriftReference.fit(*data, **self.reference_kwargs)
+            self._warn_if_too_small(trainer, self.reference)
             self._fit_card_fields(pl_module, *data, labels=self._gathered_labels)
         else:
             self._evaluate(trainer, pl_module, *data, stage="validate")
+
+    def _warn_if_too_small(self, trainer: pl.Trainer, reference: DriftReference) -> None:
+        """Say once per fit when the held-out split is too small to calibrate drift tests at the window."""
+        problem = reference_size_problem(
+            reference.n_reference, reference.window_size, window_tests(reference, reference.window_size)
+        )
+        if problem is not None and not self._size_warned:
+            self._size_warned = True
+            rank_zero_warn(
+                f"DriftCallback: {problem}; `imagenette monitor` and `imagenette drift` refuse windows of "
+                f"{reference.window_size} with it, and the server's /drift is off."
+            )
 
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
@@ -250,6 +266,13 @@ class DriftCallback(Callback):
                 "DriftCallback: no drift reference (train with this callback and --data.val_fraction > 0, "
                 "then pass --ckpt_path); skipping drift tests."
             )
+            return
+        window = min(self.window_size, len(embeddings))
+        problem = reference_size_problem(
+            self.reference.n_reference, window, window_tests(self.reference, window)
+        )
+        if problem is not None:
+            log.warning("DriftCallback: %s; skipping drift tests.", problem)
             return
         # trainer.log_dir is a collective call under DDP: every rank asks for it before rank 0 goes on alone.
         report_dir = Path(self.report_dir or trainer.log_dir or trainer.default_root_dir)

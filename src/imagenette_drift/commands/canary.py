@@ -209,12 +209,12 @@ def _model(value: str, flag: str, registry: Any, cache_dir: Path) -> tuple[Any, 
 
     version = None
     if value.startswith("gs://"):
-        from imagenette_drift.serve.storage import StorageError, resolve_checkpoint
+        from imagenette_drift.storage.checkpoint import resolve_checkpoint
 
         try:
             path = resolve_checkpoint(value, cache_dir).path
-        except StorageError as e:
-            raise UserError(f"{flag}: {e}") from e
+        except UserError as e:
+            raise type(e)(f"{flag}: {e}") from e
     elif Path(value).is_file():
         path = Path(value)
     else:

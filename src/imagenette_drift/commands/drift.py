@@ -19,7 +19,8 @@ from imagenette_drift.data.root import resolve_root
 from imagenette_drift.drift.assessment import WindowAssessor, assess_windows, format_assessment
 from imagenette_drift.drift.image_stats import image_statistics
 from imagenette_drift.drift.reference import DriftReference
-from imagenette_drift.drift.windows import format_table, run_window_tests, write_report
+from imagenette_drift.drift.reference_size import check_reference_size
+from imagenette_drift.drift.windows import format_table, run_window_tests, window_tests, write_report
 from imagenette_drift.errors import BadCheckpointError, BadDataError, UserError
 from imagenette_drift.explain_report import add_thumbnails, write_drift_markdown
 
@@ -97,6 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="the accuracy estimate the harm alert watches",
     )
     parser.add_argument(
+        "--refit-reference",
+        type=Path,
+        default=None,
+        metavar="FOLDER",
+        help="refit the checkpoint's drift reference on this folder of in-distribution images (searched "
+        "recursively; e.g. held-out images of the training data), for windows of --window (default: the "
+        "reference's), write the checkpoint with it to --output/model.ckpt, and exit",
+    )
+    parser.add_argument(
         "--reference-root",
         type=Path,
         default=None,
@@ -142,6 +152,33 @@ def embed_folder(
     return torch.cat(embeddings), torch.cat(probs), torch.cat(stats)
 
 
+def refit_reference(model: InferenceModel, reference: DriftReference, args: argparse.Namespace) -> Path:
+    """Refit the drift reference on `--refit-reference`'s images (as the DriftCallback fits it: at most 1,000,
+    seeded) and write the checkpoint with it to `--output/model.ckpt` (temp file, then rename); the card's
+    other fields (estimation, familiarity, explanation) are kept."""
+    from imagenette_drift.card import CHECKPOINT_KEY
+    from imagenette_drift.io import atomic_path
+
+    try:
+        paths = list(list_images(args.refit_reference))
+    except UserError as e:
+        raise type(e)(f"--refit-reference: {e}") from e
+    window = args.window or reference.window_size
+    check_reference_size(min(len(paths), 1000), window, window_tests(reference, window))
+    refitted = DriftReference.fit(*embed_folder(model, paths, batch_size=args.batch_size), window_size=window)
+    state = torch.load(args.ckpt_path, map_location="cpu", weights_only=True)
+    state[CHECKPOINT_KEY]["drift"] = refitted.state_dict()
+    dest = args.output / "model.ckpt"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dest) as tmp:
+        torch.save(state, tmp)
+    print(
+        f"refitted the drift reference on {refitted.n_reference} images of {args.refit_reference} for windows "
+        f"of {window} (was {reference.n_reference} images); wrote {dest}"
+    )
+    return dest
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -159,6 +196,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "configs) and --data.val_fraction > 0."
         )
     reference = DriftReference.from_state_dict(model.card.drift)
+    if args.refit_reference is not None:
+        refit_reference(model, reference, args)
+        return {}
     folder = args.predict_dir if args.predict_dir is not None else resolve_root(args.root) / "val"
     flag = "--data.predict_dir" if args.predict_dir is not None else "--data.root"
     try:
@@ -181,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
             f"--window {window} is more than the {len(paths)} images: testing them as one window of {len(paths)}."
         )
         window = len(paths)
+    tested = window or min(reference.window_size, len(paths))
+    check_reference_size(reference.n_reference, tested, window_tests(reference, tested))
     embeddings, probs, stats = embed_folder(model, paths, args.corruption, args.severity, args.batch_size)
     summary = run_window_tests(reference, embeddings, probs, stats, window, seed=args.seed)
     # What the model says the images are, by the checkpoint's class names (its data's class folders).

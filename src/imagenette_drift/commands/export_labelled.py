@@ -34,11 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     from imagenette_drift.release.labelled import SUMMARY_NAME, export_labelled
-    from imagenette_drift.serve.storage import StorageError
 
     try:
         summary = export_labelled(args.log, args.output, args.base)
-    except (StorageError, OSError) as e:
+    except OSError as e:  # a local log folder that cannot be read; storage failures are UserErrors already
         if isinstance(e, UserError):
             raise
         raise UserError(f"--log {args.log}: {e}") from e

@@ -123,12 +123,12 @@ _VERSION = re.compile(r"[0-9a-f]{12}")
 def _load(value: str, flag: str, args: argparse.Namespace) -> InferenceModel:
     """A checkpoint path, a gs:// URI, or a registry version, loaded for inference."""
     if value.startswith("gs://"):
-        from imagenette_drift.serve.storage import StorageError, resolve_checkpoint
+        from imagenette_drift.storage.checkpoint import resolve_checkpoint
 
         try:
             return load_for_inference(resolve_checkpoint(value, args.cache_dir).path)
-        except StorageError as e:
-            raise UserError(f"{flag}: {e}") from e
+        except UserError as e:
+            raise type(e)(f"{flag}: {e}") from e
     if args.registry is None and _VERSION.fullmatch(value) and not Path(value).exists():
         raise UserError(
             f"{flag} {value} looks like a registry version: a registry version needs --registry or "
@@ -154,13 +154,12 @@ def _on_window(
     """The decision joined with the comparison on the champion's production window."""
     from imagenette_drift.release.production import compare_on_window
     from imagenette_drift.release.window import exclude_trained, select_window
-    from imagenette_drift.serve.storage import StorageError
 
     try:
         records = select_window(args.log, champion.sha256, window, args.monitor_out)
         if args.exclude_trained:
             records = exclude_trained(records, args.exclude_trained)
-    except (UserError, StorageError, OSError) as e:
+    except (UserError, OSError) as e:
         raise UserError(f"--log: {e}") from e
     comparison = compare_on_window(candidate, champion, records, args.window_tolerance, args.batch_size)
     if not comparison.compared:

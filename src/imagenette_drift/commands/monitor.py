@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from imagenette_drift.commands._options import add_checkpoint_option
+from imagenette_drift.errors import UserError
 from imagenette_drift.monitoring.windows import WindowSpec, parse_duration
 
 
@@ -85,7 +86,7 @@ def load_context(checkpoint: str, cache_dir: Path, alpha: float):
     from imagenette_drift.drift.estimation import window_estimator
     from imagenette_drift.drift.reference import DriftReference
     from imagenette_drift.monitoring.stats import WindowContext
-    from imagenette_drift.serve.storage import resolve_checkpoint
+    from imagenette_drift.storage.checkpoint import resolve_checkpoint
 
     resolved = resolve_checkpoint(checkpoint, cache_dir)
     card = ModelCard.from_dict(read_checkpoint(resolved.path)[CHECKPOINT_KEY])
@@ -115,10 +116,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     import torch
 
+    from imagenette_drift.drift.reference_size import check_reference_size
     from imagenette_drift.monitoring.alerts import AlertPolicy
     from imagenette_drift.monitoring.service import Monitor, MonitorConfig, follow, start_wandb
     from imagenette_drift.monitoring.sinks import build_sinks
-    from imagenette_drift.serve.storage import StorageError
+    from imagenette_drift.monitoring.stats import calibrated_tests
 
     torch.set_num_threads(max(1, args.threads))
     try:
@@ -134,6 +136,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
         sinks = build_sinks(args.webhook, args.github_repo, os.environ)
         context, sha = load_context(args.ckpt_path, args.cache_dir, args.alpha)
+        if spec.kind == "count":
+            tests = calibrated_tests(context.reference, spec.size)
+            check_reference_size(context.reference.n_reference, spec.size, tests)
         config = MonitorConfig(
             log=args.log,
             out_dir=args.out,
@@ -149,7 +154,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             reference_root=args.reference_root,
         )
         monitor = Monitor(config, context, sinks)
-    except (ValueError, FileNotFoundError, StorageError) as e:
+    except (ValueError, FileNotFoundError) as e:
+        # One line from the CLI for a UserError (a StorageError naming bucket and object, a reference too small
+        # for the window): the flags were fine. Other ValueErrors are flag values: usage and the message.
+        if isinstance(e, UserError):
+            raise
         parser.error(str(e))
     if args.wandb:
         start_wandb(monitor)

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -67,6 +68,21 @@ def _make_cache_dir(path: Path) -> None:
         raise OSError(
             f"--cache-dir {path} cannot be created as a folder ({e.strerror}); pass another one."
         ) from e
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Bind `host:port` as the server will (SO_REUSEADDR, as uvicorn does) and let go; UserError when taken."""
+    from imagenette_drift.errors import UserError
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise UserError(
+                f"port {port} on {host} is not free ({e.strerror}): another server holds it. Pass a free one "
+                "with --port N (or set $PORT), or stop the process that listens there."
+            ) from e
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from imagenette_drift.serve.app import ServeConfig, build_server
     from imagenette_drift.serve.litserve_adapter import WorkerStartError
     from imagenette_drift.serve.runtime import choose_runtime
-    from imagenette_drift.serve.storage import resolve_checkpoint
+    from imagenette_drift.storage.checkpoint import resolve_checkpoint
 
     try:
         _make_cache_dir(args.cache_dir)
@@ -218,6 +234,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         print(f"imagenette serve: error: {one_line(e)}", file=sys.stderr)
         raise SystemExit(2) from None
+    check_port_free(args.host, args.port)
+    if args.log:  # refuse now rather than warn at the first flush, minutes into serving
+        from imagenette_drift.storage.probe import probe_writable
+
+        probe_writable(args.log, "--log")
     if resolved.offline:
         print(
             f"imagenette serve: GCS unreachable; serving cached generation {resolved.generation} of "

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from imagenette_drift.drift.reference import DriftReference
+from imagenette_drift.drift.reference_size import label_shift_testable
 from imagenette_drift.io import atomic_path, write_text_atomic
 
 METHODS = ("mmd", "ks", "chi2", "inputs")
@@ -36,14 +37,15 @@ def run_window_tests(
     n = len(embeddings)
     chunks = window_indices(n, window, seed, shuffle)
     use_inputs = image_stats is not None and reference.inputs is not None
-    methods_run = METHODS if use_inputs else METHODS[:3]
+    methods_run = window_tests(reference, min(window, n), use_inputs)
     rows = []
     for index, chunk in enumerate(chunks):
         results = {
             "mmd": reference.mmd.test(embeddings[chunk]),
             "ks": reference.ks.test(probs[chunk]),
-            "chi2": reference.chi2.test(probs[chunk]),
         }
+        if "chi2" in methods_run:
+            results["chi2"] = reference.chi2.test(probs[chunk])
         if use_inputs:
             results["inputs"] = reference.inputs.test(image_stats[chunk])
         row: dict[str, Any] = {"window": index, "size": len(chunk)}
@@ -71,6 +73,15 @@ def run_window_tests(
         "drift": any(m["flagged_fraction"] > 0.5 for m in methods.values()),
         "windows": rows,
     }
+
+
+def window_tests(reference: DriftReference, window: int, use_inputs: bool = True) -> tuple[str, ...]:
+    """The tests `run_window_tests` runs on windows of `window` images: MMD and KS always, chi-squared from 5
+    images per class (`reference_size.label_shift_testable`, as the monitor), the input statistics when given."""
+    tests = ("mmd", "ks")
+    if label_shift_testable(window, reference.chi2.num_classes):
+        tests += ("chi2",)
+    return tests + (("inputs",) if use_inputs and reference.inputs is not None else ())
 
 
 def window_indices(n: int, window: int, seed: int = 0, shuffle: bool = True) -> list[Tensor]:

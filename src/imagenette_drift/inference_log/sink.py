@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
-GS_PREFIX = "gs://"
+from imagenette_drift.storage.uri import GS_PREFIX
 
 
 class SinkError(OSError):
@@ -58,43 +58,36 @@ class LocalSink:
 class GcsSink:
     """`gs://BUCKET[/PREFIX]`: one upload per file with a does-not-exist precondition.
 
-    A 412 (precondition failed) means an earlier attempt of this very upload already landed (file names are
-    unique), so it counts as published.
+    An upload that finds its object already there means an earlier attempt of this very upload landed (file
+    names are unique), so it counts as published.
     """
 
     def __init__(self, uri: str, client: Any = None, timeout_s: float = 10.0) -> None:
-        bucket, _, prefix = uri.removeprefix(GS_PREFIX).partition("/")
-        if not uri.startswith(GS_PREFIX) or not bucket:
-            raise ValueError(f"{uri!r} is not a GCS location; expected gs://BUCKET or gs://BUCKET/PREFIX.")
-        if client is None:
-            from imagenette_drift.serve.storage import _default_client
+        from imagenette_drift.storage.gcs import GcsPrefix
 
-            client = _default_client()
-        self.location = uri.rstrip("/")
-        self.prefix = prefix.strip("/")
-        self.bucket = client.bucket(bucket)
+        self.objects = GcsPrefix(uri, client)
+        self.location = self.objects.location
         self.timeout_s = timeout_s
 
     def publish(self, relative_path: str, data: bytes) -> None:
-        from google.api_core import exceptions as gexc
         from google.cloud.storage.retry import DEFAULT_RETRY
 
-        name = f"{self.prefix}/{relative_path}" if self.prefix else relative_path
-        blob = self.bucket.blob(name)
+        from imagenette_drift.storage.errors import StorageError
+
         try:
-            blob.upload_from_string(
+            self.objects.create(
+                relative_path,
                 data,
                 content_type="application/vnd.apache.parquet",
-                if_generation_match=0,
                 timeout=self.timeout_s,
                 # Idempotent thanks to the precondition, so a plain retry is safe; bounded so that a flush at
                 # SIGTERM still fits in Cloud Run's 10 s grace period.
                 retry=DEFAULT_RETRY.with_deadline(3 * self.timeout_s),
             )
-        except gexc.PreconditionFailed:
-            return  # a retried upload whose first attempt had landed
-        except Exception as e:  # any transport or API error: the writer spills the file and retries later
-            raise SinkError(f"cannot upload gs://{self.bucket.name}/{name}: {e}") from e
+        except StorageError as e:  # the writer spills the file and retries later
+            raise SinkError(str(e)) from e
+        except Exception as e:  # anything else the client raises: spilled and retried too
+            raise SinkError(f"cannot write {self.objects.uri(relative_path)}: {e}") from e
 
 
 def open_sink(location: str) -> LogSink:

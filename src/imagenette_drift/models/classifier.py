@@ -132,7 +132,17 @@ class ImagenetteClassifier(pl.LightningModule):
             timm_kwargs=dict(self.hparams.timm_kwargs or {}),
             tta_flip=bool(self.hparams.get("tta_flip", False)),
             metrics=metrics,
+            training=self._training_record(),
         )
+
+    def _training_record(self) -> dict[str, Any] | None:
+        """The precision the run used and why (set by the CLI; else read from the attached trainer)."""
+        choice = getattr(self, "precision_choice", None)
+        if choice is not None:
+            return dict(choice)
+        if self._trainer is not None:
+            return {"precision": str(self.trainer.precision), "reason": "set on the Trainer"}
+        return None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         previous = checkpoint.get(CHECKPOINT_KEY) or {}

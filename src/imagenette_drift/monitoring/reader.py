@@ -1,11 +1,12 @@
 """Find the log's files, remember which were read (the manifest), and check each new one's schema.
 
-The log is a local folder or a `gs://` prefix, reached through fsspec (gcsfs for GCS), so the same code lists,
-reads and deletes in both. Files are immutable once published, so a file read once is never read again.
+The log is a local folder or a `gs://` prefix, reached through fsspec (`storage.open_filesystem`: gcsfs for
+GCS), so the same code lists, reads and deletes in both. Files are immutable once published, so a file read once is never read again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -14,44 +15,44 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
-from fsspec.implementations.local import LocalFileSystem
 
 from imagenette_drift.inference_log.schema import LogSchemaError, RecordKind, check_schema
 from imagenette_drift.io import write_text_atomic
+from imagenette_drift.storage.errors import gcs_errors
+from imagenette_drift.storage.filesystem import open_filesystem
 
 log = logging.getLogger(__name__)
 _DATE = re.compile(r"(?:^|/)date=(\d{4}-\d{2}-\d{2})(?:/|$)")
 
 
 class LogLocation:
-    """A log root (local folder or gs://bucket/prefix) and its fsspec filesystem."""
+    """A log root (local folder or gs://bucket/prefix) and its fsspec filesystem (`storage.open_filesystem`).
+
+    On GCS a missing bucket, a permission problem or an unreachable service raises `StorageError`.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = str(url).rstrip("/")
-        if self.url.startswith("gs://"):
-            # gcsfs's core filesystem (JSON API; honours STORAGE_EMULATOR_HOST), not its experimental
-            # zonal/HNS wrapper, which needs the storage control API that emulators do not have.
-            from gcsfs.core import GCSFileSystem
-
-            self.fs, self.root = GCSFileSystem(), self.url.removeprefix("gs://")
-        else:
-            self.fs, self.root = fsspec.core.url_to_fs(self.url)
-        self.is_local = isinstance(self.fs, LocalFileSystem)
+        self.fs, self.root, self.is_local = open_filesystem(self.url)
 
     def full(self, relative: str) -> str:
         """The path the filesystem (and the engines) read, for a path relative to the root."""
         path = f"{self.root}/{relative}"
         return path if self.is_local else f"{self.url.split('://')[0]}://{path}"
 
+    def _errors(self, what: str, relative: str = "") -> contextlib.AbstractContextManager[None]:
+        """Storage failures on GCS as one-line `StorageError`s; a local folder's OSErrors unchanged."""
+        return contextlib.nullcontext() if self.is_local else gcs_errors(what, self.full(relative))
+
     def list(self, kind: RecordKind) -> dict[str, int]:
         """{path relative to the root: size in bytes} of every Parquet file of `kind`."""
         base = f"{self.root}/{kind}"
-        if not self.fs.exists(base):
-            return {}
-        found = self.fs.find(base, detail=True)
+        with self._errors("list", kind):
+            if not self.fs.exists(base):
+                return {}
+            found = self.fs.find(base, detail=True)
         return {
             path[len(self.root) + 1 :]: int(info.get("size") or 0)
             for path, info in found.items()
@@ -59,15 +60,16 @@ class LogLocation:
         }
 
     def read_schema(self, relative: str) -> pa.Schema:
-        with self.fs.open(f"{self.root}/{relative}", "rb") as f:
+        with self._errors("read", relative), self.fs.open(f"{self.root}/{relative}", "rb") as f:
             return pq.read_schema(f)
 
     def read_table(self, relative: str, columns: list[str] | None = None) -> pa.Table:
-        with self.fs.open(f"{self.root}/{relative}", "rb") as f:
+        with self._errors("read", relative), self.fs.open(f"{self.root}/{relative}", "rb") as f:
             return pq.read_table(f, columns=columns)
 
     def delete(self, relative: str) -> None:
-        self.fs.rm(f"{self.root}/{relative}")
+        with self._errors("delete", relative):
+            self.fs.rm(f"{self.root}/{relative}")
 
 
 def partition_date(relative: str) -> dt.date | None:

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from imagenette_drift.errors import UserError, one_line
 from imagenette_drift.io import atomic_path, write_text_atomic
 from imagenette_drift.monitoring.alerts import AlertPolicy, AlertState
 from imagenette_drift.monitoring.engines import Engine, EngineInput, run_engine
@@ -343,7 +344,9 @@ def follow(monitor: Monitor, every_s: float, host: str, port: int) -> None:
         while not stop.is_set():
             try:
                 monitor.run_once()
-            except Exception:  # keep serving the last good status; the next tick retries
+            except UserError as e:  # e.g. GCS unreachable: one line; the next tick retries
+                log.error("monitor run failed: %s", one_line(e))
+            except Exception:  # a bug: keep serving the last good status; the next tick retries
                 log.exception("monitor run failed")
             stop.wait(every_s)
 

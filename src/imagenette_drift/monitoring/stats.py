@@ -7,6 +7,7 @@ engines give the same window table.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,8 +19,11 @@ import torch
 
 from imagenette_drift.drift.assessment import WindowAssessor
 from imagenette_drift.drift.reference import DriftReference
+from imagenette_drift.drift.reference_size import label_shift_testable, reference_size_problem
 from imagenette_drift.monitoring.columns import decode_embeddings, list_matrix
 from imagenette_drift.monitoring.explain import EXPLANATION_FIELDS, explanation_columns
+
+log = logging.getLogger(__name__)
 
 # Columns of the prediction records a window needs (`image` and the request metadata are never read).
 WINDOW_COLUMNS = (
@@ -62,9 +66,6 @@ TABLE_SCHEMA = pa.schema(
     ]
 )
 TESTS = ("mmd", "inputs", "label_shift")
-# The chi-squared approximation of the label-shift test needs about 5 expected records per class; smaller
-# windows leave it untested (null) rather than raise false alarms.
-LABEL_SHIFT_MIN_PER_CLASS = 5
 
 
 @dataclass
@@ -101,6 +102,13 @@ def realized_accuracy(predicted: Sequence[Any], labels: Sequence[Any]) -> tuple[
     return len(pairs), sum(p == y for p, y in pairs) / len(pairs)
 
 
+def calibrated_tests(reference: DriftReference, n: int) -> tuple[str, ...]:
+    """The reference-size table's names of the tests a window of `n` records runs (`TESTS` runs them as mmd,
+    inputs and label_shift = chi2)."""
+    tests = ("mmd",) + (("inputs",) if reference.inputs is not None else ())
+    return tests + (("chi2",) if label_shift_testable(n, reference.chi2.num_classes) else ())
+
+
 def window_statistics(records: pa.Table, window: int, context: WindowContext) -> dict[str, Any]:
     """One row of the window table for the records of one window.
 
@@ -127,12 +135,18 @@ def window_statistics(records: pa.Table, window: int, context: WindowContext) ->
     ref = context.reference
     embeddings = torch.from_numpy(decode_embeddings(records["embedding"]).astype(np.float32))
     probs = list_matrix(records["probs"])
-    results = {"mmd": ref.mmd.test(embeddings)}
-    if ref.inputs is not None:
-        results["inputs"] = ref.inputs.test(torch.from_numpy(list_matrix(records["image_stats"])))
-    if n >= LABEL_SHIFT_MIN_PER_CLASS * ref.chi2.num_classes:
-        results["label_shift"] = ref.chi2.test(torch.from_numpy(probs))
-    threshold = context.alpha / len(results)
+    results = {}
+    # A time window larger than the reference calibrates is not tested (count windows are refused up front).
+    uncalibrated = reference_size_problem(ref.n_reference, n, calibrated_tests(ref, n))
+    if uncalibrated is not None:
+        log.warning("window %d (%d records) not tested: %s", window, n, uncalibrated)
+    else:
+        results["mmd"] = ref.mmd.test(embeddings)
+        if ref.inputs is not None:
+            results["inputs"] = ref.inputs.test(torch.from_numpy(list_matrix(records["image_stats"])))
+        if label_shift_testable(n, ref.chi2.num_classes):
+            results["label_shift"] = ref.chi2.test(torch.from_numpy(probs))
+    threshold = context.alpha / max(len(results), 1)
     predicted = records["predicted_wnid"].to_pylist()
     labels = records[LABEL_COLUMN].to_pylist() if LABEL_COLUMN in records.column_names else [None] * n
     n_labelled, accuracy = realized_accuracy(predicted, labels)

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from imagenette_drift.errors import MissingDataError
-from imagenette_drift.inference_log.schema import LogSchemaError, RecordKind, check_schema
+from imagenette_drift.inference_log.schema import PREDICTION_SCHEMA, LogSchemaError, RecordKind, check_schema
 from imagenette_drift.monitoring.reader import LogLocation
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,9 @@ def read_columns(location: LogLocation, files: list[str], columns: list[str]) ->
     for i, relative in enumerate(files):
         table = location.read_table(relative, columns)
         tables.append(table.append_column("file", pa.array([i] * table.num_rows, pa.int32())))
-    return pa.concat_tables(tables) if tables else pa.table({c: [] for c in [*columns, "file"]})
+    if not tables:
+        return _empty(columns).append_column("file", pa.array([], pa.int32()))
+    return pa.concat_tables(tables)
 
 
 def read_rows(location: LogLocation, files: list[str], request_ids: pa.Array, columns: list[str]) -> pa.Table:
@@ -102,11 +104,17 @@ def read_rows(location: LogLocation, files: list[str], request_ids: pa.Array, co
         table = location.read_table(relative, columns)
         parts.append(table.filter(pc.is_in(table["request_id"], value_set=request_ids)))
     if not parts:
-        return pa.table({c: [] for c in columns})
+        return _empty(columns)
     table = pa.concat_tables(parts)
     if len(pc.unique(table["request_id"])) == table.num_rows:
         return table
     return table.filter(_first_occurrence(table["request_id"]))  # a file copied twice: one copy each
+
+
+def _empty(columns: list[str]) -> pa.Table:
+    """No prediction records, with `columns` typed as the schema types them (a null-typed column would not
+    compare with the labels' strings)."""
+    return PREDICTION_SCHEMA.empty_table().select(columns)
 
 
 def _first_occurrence(ids: pa.ChunkedArray) -> pa.Array:

@@ -1,4 +1,4 @@
-"""REST serving with LitServe: checkpoint resolution (local or gs://), decoding, runtimes, drift and metrics.
+"""REST serving with LitServe: decoding, runtimes, drift and metrics (checkpoints come from `storage`).
 
 Imports the inference core only (card, checkpoint, network, decoding, drift statistics), never Lightning.
 Names are re-exported lazily (PEP 562), so an inference worker loads only the modules it uses.
@@ -17,19 +17,15 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "ImagenetteServer": "app",
         "OnnxRuntime": "runtime",
         "RequestError": "decode",
-        "ResolvedCheckpoint": "storage",
         "ServeConfig": "app",
         "ServerMetrics": "metrics",
-        "StorageError": "storage",
         "TorchRuntime": "runtime",
         "build_server": "app",
         "create_runtime": "runtime",
         "decode_image": "decode",
         "export_onnx": "runtime",
         "model_info": "app",
-        "parse_gs_uri": "storage",
         "prediction_json": "api",
         "request_bytes": "decode",
-        "resolve_checkpoint": "storage",
     },
 )

@@ -19,6 +19,7 @@ import torch
 from imagenette_drift.contract import DriftStatus
 from imagenette_drift.drift.live import LiveWindow
 from imagenette_drift.drift.online import OnlineDriftMonitor
+from imagenette_drift.drift.reference_size import reference_size_problem
 from imagenette_drift.serve.channel import EventChannel
 from imagenette_drift.serve.metrics import ServerMetrics
 
@@ -34,7 +35,8 @@ def drift_disabled_reason(drift_state: dict[str, Any] | None) -> str | None:
         return "the checkpoint has no drift reference (train with the DriftCallback to store one)"
     if drift_state.get("online") is None:
         return "the checkpoint's drift reference has no online monitor (its reference set was too small)"
-    return None
+    window = len(drift_state["online"]["window"])
+    return reference_size_problem(int(drift_state["n_reference"]), window, tests=("mmd",))
 
 
 class DriftHub:

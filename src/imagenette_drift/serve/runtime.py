@@ -16,12 +16,12 @@ import torch.fx
 from torch import nn
 
 from imagenette_drift.checkpoint import InferenceModel
+from imagenette_drift.hardware import bf16_from_cpuinfo, cpu_bf16
 from imagenette_drift.io import atomic_path
 
 RuntimeName = Literal["torch", "bf16", "onnx", "cuda"]
 RuntimeChoice = Literal["auto", "torch", "bf16", "onnx", "cuda"]
 RUNTIMES: tuple[str, ...] = ("torch", "bf16", "onnx", "cuda")
-NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs with bfloat16 arithmetic
 ONNX_OPSET = 18
 
 log = logging.getLogger(__name__)
@@ -169,18 +169,6 @@ class OnnxRuntime:
         return features, probs
 
 
-def cpu_flags() -> frozenset[str]:
-    """The CPU feature flags Linux reports in /proc/cpuinfo (empty elsewhere)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.partition(":")[2].split())
-    return frozenset()
-
-
 def choose_runtime(
     requested: RuntimeChoice, cuda: bool | None = None, flags: frozenset[str] | None = None
 ) -> tuple[RuntimeName, str]:
@@ -188,16 +176,18 @@ def choose_runtime(
 
     `auto` picks `cuda` when a GPU is visible, else `bf16` on CPUs with native bfloat16 (AMX or AVX512-BF16:
     about 1.5-2x fp32 there, but emulated and slower elsewhere), else `onnx` (ONNX Runtime fp32, faster than
-    eager torch at batch 1 and equal to it at batch 8). Chosen by the CPU's flags, so the choice is repeatable.
+    eager torch at batch 1 and equal to it at batch 8). Decided by `imagenette_drift.hardware` (the CPU's flags,
+    else a measured probe), the same answer training's precision uses; `flags` overrides the CPU's flags.
     """
     if requested != "auto":
         return requested, "requested"
     if torch.cuda.is_available() if cuda is None else cuda:
         return "cuda", "auto: a CUDA device is visible"
-    native = sorted(set(NATIVE_BF16_FLAGS) & (cpu_flags() if flags is None else flags))
-    if native:
-        return "bf16", f"auto: the CPU has native bfloat16 ({', '.join(native)})"
-    return "onnx", "auto: no native bfloat16 on this CPU (no amx_bf16/avx512_bf16 flag) and no CUDA device"
+    support = cpu_bf16() if flags is None else bf16_from_cpuinfo(flags)
+    if support is not None and support.native:
+        return "bf16", f"auto: {support.reason}"
+    reason = support.reason if support is not None else "no native bfloat16 on this CPU"
+    return "onnx", f"auto: {reason} and no CUDA device"
 
 
 def create_runtime(name: RuntimeName, model: InferenceModel, cache_dir: Path, threads: int) -> Runtime:

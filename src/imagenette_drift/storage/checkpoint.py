@@ -18,11 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from imagenette_drift.errors import MissingCheckpointError
 from imagenette_drift.hashing import file_sha256
 from imagenette_drift.io import atomic_path, write_text_atomic
+from imagenette_drift.storage.errors import PERMISSION_FIX, StorageError, transient_errors
+from imagenette_drift.storage.gcs import default_client, missing_bucket
+from imagenette_drift.storage.uri import GS_PREFIX, parse_gs_uri
 
 log = logging.getLogger(__name__)
-GS_PREFIX = "gs://"
 
 
 @dataclass(frozen=True)
@@ -36,20 +39,6 @@ class ResolvedCheckpoint:
     offline: bool = False  # GCS was unreachable and the cache answered
 
 
-class StorageError(RuntimeError):
-    """A gs:// checkpoint could not be fetched or verified; the message says why and what to do."""
-
-
-def parse_gs_uri(uri: str) -> tuple[str, str]:
-    """`gs://bucket/path/to/object` -> (bucket, object name)."""
-    bucket, _, name = uri.removeprefix(GS_PREFIX).partition("/")
-    if not uri.startswith(GS_PREFIX) or not bucket or not name or name.endswith("/"):
-        raise ValueError(
-            f"{uri!r} is not a GCS object URI; expected gs://BUCKET/OBJECT (e.g. gs://models/last.ckpt)."
-        )
-    return bucket, name
-
-
 def resolve_checkpoint(
     location: str,
     cache_dir: Path,
@@ -60,7 +49,7 @@ def resolve_checkpoint(
     """Return a verified local file for a path or gs:// URI (see the module docstring).
 
     `retry_deadline_s` bounds the library's retries of transient errors (seconds, per call) before GCS counts
-    as unreachable. Raises `FileNotFoundError` for a missing local file and `StorageError` for a GCS problem.
+    as unreachable. Raises `MissingCheckpointError` (a `FileNotFoundError`) for a missing local file and `StorageError` for a GCS problem.
     """
     if location.startswith(GS_PREFIX):
         fetcher = GcsFetcher(location, Path(cache_dir), retry_deadline_s, client_factory)
@@ -68,7 +57,9 @@ def resolve_checkpoint(
     else:
         path = Path(location)
         if not path.is_file():
-            raise FileNotFoundError(f"Checkpoint {path} does not exist. Train one with `imagenette fit`.")
+            raise MissingCheckpointError(
+                f"Checkpoint {path} does not exist. Train one with `imagenette fit`."
+            )
         resolved = ResolvedCheckpoint(path=path, source=str(path))
     if expected_sha256 is not None:
         actual = file_sha256(resolved.path)
@@ -78,35 +69,6 @@ def resolve_checkpoint(
                 "it. Check the URI (and generation) or update the expected hash."
             )
     return resolved
-
-
-def _default_client() -> Any:
-    """A storage client: application default credentials, else anonymous (public buckets, the emulator)."""
-    from google.auth.exceptions import DefaultCredentialsError
-    from google.cloud import storage
-
-    try:
-        return storage.Client()
-    except (DefaultCredentialsError, OSError):
-        return storage.Client.create_anonymous_client()
-
-
-def _transient_errors() -> tuple[type[BaseException], ...]:
-    import requests
-    from google.api_core import exceptions as gexc
-
-    return (
-        gexc.RetryError,  # the library's retries ran out of their deadline
-        requests.ConnectionError,
-        requests.Timeout,
-        ConnectionError,
-        TimeoutError,
-        gexc.TooManyRequests,
-        gexc.InternalServerError,
-        gexc.BadGateway,
-        gexc.ServiceUnavailable,
-        gexc.GatewayTimeout,
-    )
 
 
 class GcsFetcher:
@@ -125,7 +87,7 @@ class GcsFetcher:
         self.bucket_name, self.object_name = parse_gs_uri(uri)
         self.root = cache_dir / "gcs" / self.bucket_name / self.object_name
         self.retry = DEFAULT_RETRY.with_deadline(retry_deadline_s)  # the library's backoff and error set
-        self.client_factory = client_factory or _default_client
+        self.client_factory = client_factory or default_client
 
     def fetch(self) -> ResolvedCheckpoint:
         try:
@@ -152,20 +114,14 @@ class GcsFetcher:
         try:
             blob = client.bucket(self.bucket_name).get_blob(self.object_name, retry=self.retry, timeout=10)
         except gexc.NotFound as e:
-            raise StorageError(
-                f"Bucket gs://{self.bucket_name} does not exist (while opening {self.uri})."
-            ) from e
+            raise missing_bucket(self.bucket_name, self.uri) from e
         except (gexc.Forbidden, gexc.Unauthorized) as e:
             raise StorageError(
-                f"Permission denied reading {self.uri}: the credentials in use may not read this object. Grant "
-                "roles/storage.objectViewer to the service account, or run `gcloud auth application-default "
-                f"login`. Detail: {e.message}"
+                f"cannot read {self.uri}: permission denied ({e.message}); {PERMISSION_FIX}."
             ) from e
         if blob is None:
             if not client.bucket(self.bucket_name).exists(retry=self.retry, timeout=10):
-                raise StorageError(
-                    f"Bucket gs://{self.bucket_name} does not exist (while opening {self.uri})."
-                )
+                raise missing_bucket(self.bucket_name, self.uri)
             raise StorageError(
                 f"{self.uri} does not exist: no object {self.object_name!r} in gs://{self.bucket_name}."
             )
@@ -190,7 +146,7 @@ class GcsFetcher:
         """Run `action` (whose calls retry by themselves); transient errors left over mean GCS is unreachable."""
         try:
             return action()
-        except _transient_errors() as e:
+        except transient_errors() as e:
             raise _Unreachable(f"could not {what} of {self.uri}: {type(e).__name__}: {e}") from e
 
     def _verified(self, path: Path, md5_b64: str | None, crc32c_b64: str | None) -> bool:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from imagenette_drift.serve.storage import StorageError, parse_gs_uri, resolve_checkpoint
+from imagenette_drift.storage import StorageError, parse_gs_uri, resolve_checkpoint
 from tests.serve._server import free_port
 
 
