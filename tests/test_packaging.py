@@ -205,11 +205,13 @@ def _cached_venv(root: Path, name: str, key: str, build: Callable[[Path], None])
 
 
 @pytest.fixture(scope="module")
-def venvs(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Path, Path, Path]:
+def venvs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """(the cache folder, the venv with the core dependencies only, a wheel of the project as it is now)."""
-    root = request.config.cache.mkdir("extras-venvs")
+    # Outside the clone, so that CI's fresh clones on one machine reuse it (cold: about 8 minutes of pip).
+    root = Path(
+        os.environ.get("IMAGENETTE_EXTRAS_CACHE") or Path.home() / ".cache" / "imagenette-drift" / "extras"
+    )
+    root.mkdir(parents=True, exist_ok=True)
 
     def build(venv: Path) -> None:
         _run([sys.executable, "-m", "venv", str(venv)])
