@@ -204,7 +204,7 @@ def main() -> None:
 
 
 def official_run(args, presets: list[Path], device_flags: list[str]) -> None:
-    """The official config alone on the machine: its wall time is the GPU figure the README reports."""
+    """The official config alone on the machine: its wall time is the GPU figure benchmarks/results/README.md reports."""
     official = args.run_root / "official"
     official.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "imagenette_drift", "fit", "--config", str(REPO / "configs/imagenette.yaml")]

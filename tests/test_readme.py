@@ -1,7 +1,8 @@
-"""Every command in the README works as written: each is parsed by the program it names, and the cheap ones run.
+"""Every command in the docs works as written: each is parsed by the program it names, and the cheap ones run.
 
-The README's ```bash blocks are read line by line (backslash continuations joined, comments dropped). Each
-command is checked by what it calls:
+The docs are README.md, docs/*.md and benchmarks/results/README.md. Their ```bash blocks are read line by line
+(backslash continuations joined, comments dropped), and so is each row of the README's table of commands (a
+first cell that is a command in backticks). Each command is checked by what it calls:
 - `imagenette <Lightning command> ...`: LightningCLI parses it all (configs, flags) with `--print_config`;
 - `imagenette <project command> ...`: the command's own argparse parser accepts exactly those arguments;
 - `make [VAR=...] target`: the target exists (`make -n`);
@@ -17,16 +18,18 @@ import importlib
 import io
 import os
 import re
-import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests._shell import commands
 from tests.conftest import REPO
 
 README = REPO / "README.md"
+DOCS = [README, *sorted((REPO / "docs").glob("*.md")), REPO / "benchmarks" / "results" / "README.md"]
+TABLE_COMMAND = re.compile(r"^\|\s*`((?:imagenette|make|\.venv/bin/python) [^`]*)`\s*\|")
 PYTHON = Path(sys.executable)
 # Tools whose README lines are exercised elsewhere (named so that a new tool is a conscious addition).
 KNOWN_TOOLS = {
@@ -41,33 +44,31 @@ KNOWN_TOOLS = {
     "gcloud": "scripts/deploy_cloud_run.sh DRY_RUN tests",
     "IMG": "a shell variable",
     "pre-commit": "tests/test_workflows.py",
+    "openssl": "OpenSSL's own CLI",
 }
 
 
-def readme_commands() -> list[list[str]]:
-    """argv lists of every command in the README's bash blocks (env assignments kept in front)."""
-    commands, block, buffer = [], False, ""
-    for line in README.read_text().splitlines():
+def bash_blocks(path: Path) -> list[str]:
+    """The text of each ```bash block in a Markdown file."""
+    blocks, block = [], None
+    for line in path.read_text().splitlines():
         if line.startswith("```"):
-            block = line.strip() == "```bash" and not block
-            continue
-        if not block:
-            continue
-        buffer += line.rstrip()
-        if buffer.endswith("\\"):
-            buffer = buffer[:-1] + " "
-            continue
-        text, buffer = buffer, ""
-        lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
-        lexer.whitespace_split, argv = True, []
-        for token in [*lexer, ";"]:
-            if token in (";", "&&", "||", "|", "&", ">", ">>", "<", "2>"):
-                if argv and argv[0] not in (">", "|"):
-                    commands.append(argv)
-                argv = [">"] if token in (">", ">>", "<", "2>", "|") else []
-            elif argv[:1] != [">"]:
-                argv.append(token)
-    return commands
+            if block is None and line.strip() == "```bash":
+                block = []
+            elif block is not None:
+                blocks.append("\n".join(block))
+                block = None
+        elif block is not None:
+            block.append(line)
+    return blocks
+
+
+def readme_commands(path: Path = README) -> list[list[str]]:
+    """argv lists of every command in a Markdown file's bash blocks (and the README's table; env assignments kept)."""
+    table = [
+        m.group(1) for m in map(TABLE_COMMAND.match, path.read_text().splitlines()) if m and path == README
+    ]
+    return [argv for text in [*bash_blocks(path), *table] for argv in commands(text)]
 
 
 def _split_env(argv: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -87,16 +88,17 @@ def _program(argv: list[str]) -> str:
 
 
 COMMANDS = readme_commands()
+DOC_COMMANDS = [(path.relative_to(REPO), argv) for path in DOCS for argv in readme_commands(path)]
 
 
-def _param(argv: list[str]):
+def _param(path: Path, argv: list[str]):
     """Lightning commands and scripts' `--help` start a process or import torch (seconds each): those are `slow`."""
     rest = _split_env(argv)[1]
     lightning = (
         len(rest) > 1 and _program(rest) == "imagenette" and rest[1] in ("fit", "validate", "test", "predict")
     )
     slow = lightning or (bool(rest) and _program(rest) == "script")
-    return pytest.param(argv, id=" ".join(argv)[:80], marks=[pytest.mark.slow] if slow else [])
+    return pytest.param(argv, id=f"{path}: {' '.join(argv)}"[:100], marks=[pytest.mark.slow] if slow else [])
 
 
 def test_the_readme_starts_with_make_train_and_make_test() -> None:
@@ -104,7 +106,14 @@ def test_the_readme_starts_with_make_train_and_make_test() -> None:
     assert first == ["make train", "make test"]
 
 
-@pytest.mark.parametrize("argv", [_param(argv) for argv in COMMANDS])
+def test_the_docs_are_all_found() -> None:
+    assert all(path.is_file() for path in DOCS) and len(DOCS) > 2
+    linked = set(re.findall(r"\]\((docs/[^)#]+\.md)", README.read_text()))
+    missing = [str(p.relative_to(REPO)) for p in DOCS[1:-1] if str(p.relative_to(REPO)) not in linked]
+    assert not missing, f"the README's table of docs does not link {missing}"
+
+
+@pytest.mark.parametrize("argv", [_param(path, argv) for path, argv in DOC_COMMANDS])
 def test_every_readme_command_is_understood_by_what_it_calls(argv: list[str]) -> None:
     env, argv = _split_env(argv)
     if not argv:  # a bare assignment line, e.g. IMG=...

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from tests._shell import commands, runs
 from tests.conftest import REPO, skip_or_fail
 
 WORKFLOWS = REPO / ".github" / "workflows"
@@ -51,68 +52,100 @@ def _steps(job: dict) -> list[dict]:
     return job.get("steps", [])
 
 
+def _commands(job: dict) -> list[list[str]]:
+    """Every command the job's `run:` scripts run, as argv lists (see tests/_shell.py)."""
+    return [argv for step in _steps(job) for argv in commands(step.get("run", ""))]
+
+
+def _calls(job: dict, *prefix: str) -> list[list[str]]:
+    """The job's commands that start with `prefix` (e.g. "imagenette", "gate")."""
+    return [argv for argv in _commands(job) if runs(argv, list(prefix))]
+
+
+def _step_index(job: dict, *prefix: str) -> int:
+    """The index of the first step that runs a command starting with `prefix` (fails the test when none does)."""
+    found = [
+        i for i, s in enumerate(_steps(job)) if any(runs(a, list(prefix)) for a in commands(s.get("run", "")))
+    ]
+    assert found, f"no step runs {' '.join(prefix)!r}"
+    return found[0]
+
+
+def _option(argv: list[str], flag: str) -> str | None:
+    """The value given to `flag` in `argv` (`--flag value` or `--flag=value`), or None."""
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _uses(job: dict, action: str) -> list[dict]:
+    """The job's steps that use `action` (name without the @version)."""
+    return [s for s in _steps(job) if s.get("uses", "").split("@")[0] == action]
+
+
 def test_ci_covers_the_issue() -> None:
     """Lint, tests, both images, training in the image, the CML report; deploys only from main pushes."""
     workflow = yaml.safe_load((WORKFLOWS / "ci.yml").read_text())
     triggers = workflow[True]  # YAML 1.1 reads the key `on` as True
     assert {"pull_request", "push"} <= set(triggers)
     jobs = workflow["jobs"]
-    text = (WORKFLOWS / "ci.yml").read_text()
-    assert "pre-commit run --all-files" in text and "bash .ci/run" in text
-    built = {
-        s["with"]["file"] for s in _steps(jobs["train"]) if "docker/build-push-action" in s.get("uses", "")
-    }
+    assert _calls(jobs["lint"], "pre-commit", "run", "--all-files")
+    assert _calls(jobs["test"], "bash", ".ci/run")
+    built = {s["with"]["file"] for s in _uses(jobs["train"], "docker/build-push-action")}
     assert built == {"Dockerfile", "Dockerfile.serve"}
-    runs = " ".join(s.get("run", "") for s in _steps(jobs["train"]))
-    for command in ("fit --config", "test --config", "drift --ckpt_path", "report --log-dir", "dvc pull"):
-        assert command in runs, command
-    assert "cml comment create" in runs
-    assert jobs["space"]["if"] == "github.event_name == 'push' && github.ref == 'refs/heads/main'"
-    assert jobs["deploy"]["if"].startswith("github.event_name == 'push' && github.ref == 'refs/heads/main'")
-    assert "hf upload" in " ".join(s.get("run", "") for s in _steps(jobs["space"]))
+    # Train, test, drift and report run inside the image (`docker run ... "$IMAGE" <command>`).
+    in_image = [argv[argv.index("$IMAGE") + 1] for argv in _calls(jobs["train"], "docker", "run")]
+    assert {"fit", "test", "drift", "report"} <= set(in_image), in_image
+    assert _calls(jobs["train"], "dvc", "pull") and _calls(jobs["train"], "cml", "comment", "create")
+    main_push = "github.event_name == 'push' && github.ref == 'refs/heads/main'"
+    assert jobs["space"]["if"] == main_push
+    assert jobs["deploy"]["if"].startswith(main_push)
+    assert _calls(jobs["space"], "hf", "upload")
     # Secrets only through the secrets context, never written into the workflow.
-    assert "credentials_json: ${{ secrets.GCP_SA_KEY }}" in text
-    assert "workload_identity_provider: ${{ secrets.GCP_WORKLOAD_IDENTITY_PROVIDER }}" in text
-
-
-def _runs(job: dict) -> str:
-    return "\n".join(s.get("run", "") for s in _steps(job))
-
-
-def _step_index(job: dict, text: str) -> int:
-    """The index of the first step whose `run` contains `text` (fails the test when none does)."""
-    found = [i for i, s in enumerate(_steps(job)) if text in s.get("run", "")]
-    assert found, f"no step runs {text!r}"
-    return found[0]
+    for job in jobs.values():
+        for step in _uses(job, "google-github-actions/auth"):
+            (key, value), *_ = ((k, v) for k, v in step["with"].items() if k != "service_account")
+            expected = {
+                "credentials_json": "GCP_SA_KEY",
+                "workload_identity_provider": "GCP_WORKLOAD_IDENTITY_PROVIDER",
+            }
+            assert value == f"${{{{ secrets.{expected[key]} }}}}", (key, value)
 
 
 def test_ci_deploys_only_a_registered_candidate_that_passed_the_gate() -> None:
-    """Issue #16: CI's smoke checkpoint is never deployed; the deploy needs the gate job's pass."""
+    """CI's smoke checkpoint is never deployed; the deploy needs the gate job's pass."""
     jobs = yaml.safe_load((WORKFLOWS / "ci.yml").read_text())["jobs"]
     gate, deploy = jobs["gate"], jobs["deploy"]
     # The gate job gates the DVC pipeline's checkpoint, posts its table on the PR, and fails when refused.
-    assert (
-        "imagenette gate" in _runs(gate)
-        and "outputs/pipeline/checkpoints/best.ckpt" in gate["env"]["CANDIDATE"]
-    )
-    assert "cml comment create --pr" in _runs(gate) and "gate.md" in _runs(gate)
+    assert _calls(gate, "imagenette", "gate")
+    assert gate["env"]["CANDIDATE"].endswith("outputs/pipeline/checkpoints/best.ckpt")
+    (comment,) = _calls(gate, "cml", "comment", "create")
+    assert "--pr" in comment and comment[-1] == "gate.md"
     refuse = _steps(gate)[-1]
     assert refuse["if"] == "steps.candidate.outputs.found == 'true' && steps.gate.outputs.passed != 'true'"
-    assert refuse["run"].rstrip().endswith("exit 1")
-    assert _step_index(gate, "imagenette registry register") < _step_index(gate, "imagenette gate")
+    assert commands(refuse["run"])[-1] == ["exit", "1"]
+    assert _step_index(gate, "imagenette", "registry", "register") < _step_index(gate, "imagenette", "gate")
     # The deploy job runs only after that pass, on the registered version, and never touches a CI checkpoint.
     assert "gate" in deploy["needs"] and "needs.gate.outputs.passed == 'true'" in deploy["if"]
     assert deploy["env"]["VERSION"] == "${{ needs.gate.outputs.version }}"
-    text = yaml.safe_dump(deploy)
-    for smoke in ("ci-checkpoint", "download-artifact", "best.ckpt", "imagenette export"):
-        assert smoke not in text, smoke
-    assert "imagenette canary start" in _runs(deploy) and '--candidate "$VERSION"' in _runs(deploy)
-    assert 'imagenette registry show "$VERSION"' in _runs(deploy)
+    assert not _uses(deploy, "actions/download-artifact")
+    assert not _calls(deploy, "imagenette", "export")
+    assert all(not arg.endswith(".ckpt") for argv in _commands(deploy) for arg in argv)
+    (start,) = _calls(deploy, "imagenette", "canary", "start")
+    assert _option(start, "--candidate") == "$VERSION"
+    assert _calls(deploy, "imagenette", "registry", "show", "$VERSION")
     # Nothing outside the deploy job releases anything.
     for name, job in jobs.items():
         if name != "deploy":
-            for release in ("deploy_cloud_run.sh", "canary start", "gcloud run"):
-                assert release not in _runs(job), (name, release)
+            releases = [
+                *_calls(job, "bash", "scripts/deploy_cloud_run.sh"),
+                *_calls(job, "imagenette", "canary", "start"),
+                *_calls(job, "gcloud", "run"),
+            ]
+            assert not releases, (name, releases)
 
 
 def test_retrain_workflow_runs_the_loop_in_order() -> None:
@@ -121,25 +154,29 @@ def test_retrain_workflow_runs_the_loop_in_order() -> None:
     assert triggers["repository_dispatch"] == {"types": ["retrain"]} and "workflow_dispatch" in triggers
     (job,) = workflow["jobs"].values()
     order = [
-        "dvc pull",
-        "imagenette export-labelled --log",
-        "dvc repro",
-        "imagenette registry register",
-        "imagenette gate",
-        "imagenette canary start",
+        ("dvc", "pull"),
+        ("imagenette", "export-labelled"),
+        ("dvc", "repro"),
+        ("imagenette", "registry", "register"),
+        ("imagenette", "gate"),
+        ("imagenette", "canary", "start"),
     ]
-    assert [_step_index(job, step) for step in order] == sorted(_step_index(job, step) for step in order)
-    assert "--alert-id" in _runs(job) and "--training-run" in _runs(job)
+    steps = [_step_index(job, *step) for step in order]
+    assert steps == sorted(steps)
+    assert _option(_calls(job, "imagenette", "export-labelled")[0], "--log")
+    (start,) = _calls(job, "imagenette", "canary", "start")
+    assert _option(start, "--alert-id") and _option(start, "--training-run")
     # The production window is judged without the logged images the candidate was just trained on.
-    gate = next(s["run"] for s in _steps(job) if "imagenette gate" in s.get("run", ""))
-    assert '--exclude-trained "$RETRAIN_ROOT"' in gate and "--log" in gate
+    (gate,) = _calls(job, "imagenette", "gate")
+    assert _option(gate, "--exclude-trained") == "$RETRAIN_ROOT" and _option(gate, "--log")
 
 
 def test_canary_workflow_judges_the_canary_in_progress_on_a_schedule() -> None:
     workflow = yaml.safe_load((WORKFLOWS / "canary.yml").read_text())
     assert workflow[True]["schedule"] and "workflow_dispatch" in workflow[True]
     (job,) = workflow["jobs"].values()
-    assert "imagenette canary decide --log" in _runs(job) and "--apply" in _runs(job)
+    (decide,) = _calls(job, "imagenette", "canary", "decide")
+    assert _option(decide, "--log") and "--apply" in decide
 
 
 def test_secrets_and_payloads_reach_scripts_only_through_the_environment() -> None:

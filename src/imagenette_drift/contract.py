@@ -275,8 +275,8 @@ class WindowRow(_Answer):
     mean_confidence: float | None = Field(description="mean top-1 softmax probability")
     n_labelled: int = Field(description="records with a label posted to /feedback (any replica)")
     realized_accuracy: float | None = Field(description="top-1 accuracy on the labelled records")
-    estimated_accuracy: float | None = Field(None, description="label-free estimate (issue #15), else null")
-    unfamiliar_share: float | None = Field(None, description="share of unfamiliar requests (issue #15)")
+    estimated_accuracy: float | None = Field(None, description="label-free accuracy estimate, else null")
+    unfamiliar_share: float | None = Field(None, description="share of unfamiliar requests, else null")
     top_signature: str | None = Field(
         None, description="drifting windows: best-matching corruption, or 'no known signature'"
     )

@@ -1,4 +1,4 @@
-"""The explanation columns of a drifting window of logged predictions (issue #15, part 3).
+"""The explanation columns of a drifting window of logged predictions.
 
 `window_statistics` calls `explanation_columns` for every window, so both engines give the same columns: the
 best-matching corruption signature and its similarity, the class with the largest chi-squared residual, the

@@ -60,9 +60,9 @@ TABLE_SCHEMA = pa.schema(
         pa.field("mean_confidence", pa.float64()),
         pa.field("n_labelled", pa.int64()),
         pa.field("realized_accuracy", pa.float64()),
-        pa.field("estimated_accuracy", pa.float64()),  # issue #15 (ATC); null until an estimator is set
-        pa.field("unfamiliar_share", pa.float64()),  # issue #15; null until the server logs familiarity
-        *EXPLANATION_FIELDS,  # issue #15: drifting windows' explanations (monitoring/explain.py)
+        pa.field("estimated_accuracy", pa.float64()),  # ATC; null until an estimator is set
+        pa.field("unfamiliar_share", pa.float64()),  # null until the server logs familiarity
+        *EXPLANATION_FIELDS,  # drifting windows' explanations (monitoring/explain.py)
     ]
 )
 TESTS = ("mmd", "inputs", "label_shift")
@@ -77,7 +77,7 @@ class WindowContext:
         wnids: The card's class wnids, in the order of `probs`.
         alpha: Family-wise significance level: a window drifts when any test's p-value is below
             ``alpha / number of tests run`` (Bonferroni over the tests).
-        accuracy_estimator: Label-free accuracy estimate (issue #15 plugs ATC in here); None leaves the column null.
+        accuracy_estimator: Label-free accuracy estimate (ATC plugs in here); None leaves the column null.
         explainer: The card's explanation references (`WindowAssessor`); None leaves the explanation columns null.
     """
 

@@ -48,38 +48,37 @@ def fold_batchnorm(net: nn.Module) -> tuple[nn.Module, int]:
     """A copy of an eval-mode `ImagenetteNet` with every BatchNorm that directly follows a conv folded into it.
 
     Eval-mode BatchNorm is an affine map, so folding it into the conv's weights and bias is exact up to float
-    rounding and saves a pass over every activation (about a tenth of ResNet-18's eager CPU time). Conv -> BN
-    pairs are found by tracing the backbone's `forward_features` with torch.fx, so any timm model works; one
-    that cannot be traced is returned unchanged. Returns (the copy, the number of folded layers).
+    rounding and saves a pass over every activation (about a tenth of ResNet-18's eager CPU time). torch's
+    `torch.fx.experimental.optimization.fuse` finds and folds the pairs in a trace of the backbone's
+    `forward_features`, so any timm model works; the folded convs are put back in the backbone, whose other
+    methods (`forward_head`, `get_classifier`) stay as they were. A backbone that cannot be traced is returned
+    unchanged. Returns (the copy, the number of folded layers).
     """
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
+    from torch.fx.experimental.optimization import fuse
 
     net = copy.deepcopy(net).eval()
     try:
-        graph = torch.fx.symbolic_trace(_Features(net.backbone))
+        traced = torch.fx.symbolic_trace(_Features(net.backbone))
     except Exception as e:  # tracing is an optimisation: any failure just means no folding
         log.info("Not folding BatchNorm: %s cannot be traced (%s)", type(net.backbone).__name__, e)
         return net, 0
-    modules = dict(graph.named_modules())
-    pairs = []
-    for node in graph.graph.nodes:
-        if node.op == "call_module" and isinstance(modules[node.target], nn.BatchNorm2d):
-            source = node.args[0]
-            if (
-                isinstance(source, torch.fx.Node)
-                and source.op == "call_module"
-                and isinstance(modules[source.target], nn.Conv2d)
-                and len(source.users) == 1
-            ):
-                pairs.append((source.target, node.target))
-    for conv_name, bn_name in pairs:
-        conv_name, bn_name = conv_name.removeprefix("backbone."), bn_name.removeprefix("backbone.")
-        conv, bn = net.backbone.get_submodule(conv_name), net.backbone.get_submodule(bn_name)
-        net.backbone.set_submodule(conv_name, fuse_conv_bn_eval(conv, bn))
-        net.backbone.set_submodule(bn_name, nn.Identity())
+    # `fuse` writes the folded convs into the trace's own module tree and returns a new graph without the
+    # BatchNorms; `net.backbone` itself is untouched until they are copied back here.
+    fused = fuse(traced, inplace=True, no_trace=True)
+    folded = _called_modules(traced) - _called_modules(fused)
+    for name in _called_modules(fused):
+        path = name.removeprefix("backbone.")
+        if fused.get_submodule(name) is not net.backbone.get_submodule(path):
+            net.backbone.set_submodule(path, fused.get_submodule(name))
+    for name in folded:
+        net.backbone.set_submodule(name.removeprefix("backbone."), nn.Identity())
     if getattr(net, "channels_last", False):
         net.backbone = net.backbone.to(memory_format=torch.channels_last)
-    return net, len(pairs)
+    return net, len(folded)
+
+
+def _called_modules(graph: torch.fx.GraphModule) -> set[str]:
+    return {str(node.target) for node in graph.graph.nodes if node.op == "call_module"}
 
 
 class TorchRuntime:
