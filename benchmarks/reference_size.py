@@ -172,7 +172,9 @@ def main() -> None:
     parser.add_argument(
         "--windows-per-draw", type=int, default=50, help="drift-free windows tested per reference"
     )
-    parser.add_argument("--ratios", type=int, nargs="+", default=list(RATIOS), help="reference sizes in windows")
+    parser.add_argument(
+        "--ratios", type=int, nargs="+", default=list(RATIOS), help="reference sizes in windows"
+    )
     parser.add_argument("--windows", type=int, nargs="+", default=list(WINDOWS))
     parser.add_argument("--output", type=Path, default=RESULTS / "reference_size")
     args = parser.parse_args()

@@ -37,6 +37,17 @@ MIN_REFERENCE: dict[str, dict[int, int]] = {
     "inputs": {20: 40, 50: 100, 100: 200, 200: 400},
 }
 
+
+# The label-shift (chi-squared) test needs about 5 records per class in a window: smaller windows leave it
+# untested rather than raise false alarms (its rate varies far more between references there).
+LABEL_SHIFT_MIN_PER_CLASS = 5
+
+
+def label_shift_testable(window: int, num_classes: int) -> bool:
+    """Whether a window of `window` predictions gets the chi-squared label-shift test."""
+    return window >= LABEL_SHIFT_MIN_PER_CLASS * num_classes
+
+
 class ReferenceTooSmallError(UserError, ValueError):
     """The checkpoint's drift reference holds too few images to calibrate the drift tests at this window."""
 
