@@ -18,7 +18,7 @@ from imagenette_drift.checkpoint import InferenceModel, load_for_inference
 from imagenette_drift.cli import cli_main
 from imagenette_drift.commands.export import export_checkpoint
 from imagenette_drift.data.images import read_image
-from imagenette_drift.drift.estimation import EstimationReference
+from imagenette_drift.estimation.reference import EstimationReference
 from imagenette_drift.registry import open_registry
 from imagenette_drift.registry.lineage import append_event, read_events
 from tests.release._canary_logs import fake_gcloud, metrics_server, metrics_text, serve_to_log

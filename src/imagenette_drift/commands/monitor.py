@@ -82,8 +82,8 @@ def load_context(checkpoint: str, cache_dir: Path, alpha: float):
     from imagenette_drift.card import CHECKPOINT_KEY, ModelCard
     from imagenette_drift.checkpoint import file_sha256, read_checkpoint
     from imagenette_drift.drift.assessment import WindowAssessor
-    from imagenette_drift.drift.estimation import window_estimator
     from imagenette_drift.drift.reference import DriftReference
+    from imagenette_drift.estimation.reference import window_estimator
     from imagenette_drift.monitoring.stats import WindowContext
     from imagenette_drift.serve.storage import resolve_checkpoint
 

@@ -2,7 +2,7 @@
 
 Model-quality checks use each revision's logged records and its own model card:
 
-- estimated top-1 (ATC-MC on the card's estimation reference, Garg et al., ICLR 2022; `drift/estimation.py`),
+- estimated top-1 (ATC-MC on the card's estimation reference, Garg et al., ICLR 2022; `estimation/`),
 - unfamiliar share (the share of records the server scored unfamiliar, `drift/familiarity.py`),
 - class-share shift between the revisions' predicted classes: total-variation distance, and the chi-squared
   test of homogeneity of the 2 x C table of counts (`scipy.stats.chi2_contingency`).
@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import torch
 
 from imagenette_drift.card import ModelCard
-from imagenette_drift.drift.estimation import EstimationReference
+from imagenette_drift.estimation.reference import EstimationReference
 from imagenette_drift.monitoring.stats import list_matrix
 from imagenette_drift.release.serving_metrics import ServingMetrics
 

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from imagenette_drift.drift.estimation import (
+from imagenette_drift.estimation import (
     EstimationReference,
     HarmAlert,
     apply_temperature,
@@ -107,7 +107,7 @@ def test_harm_alert_needs_k_consecutive_windows_below_the_line():
 
 
 def test_window_estimator_returns_the_chosen_estimate_of_a_numpy_window():
-    from imagenette_drift.drift.estimation import window_estimator
+    from imagenette_drift.estimation import window_estimator
 
     reference = EstimationReference.fit(*_calibrated(500, 2.0, seed=6))
     probs = _calibrated(100, 2.0, seed=7)[0].softmax(1)
