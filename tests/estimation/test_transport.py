@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy import linalg, optimize
+from scipy import linalg
 
 from imagenette_drift.estimation import (
     EstimationReference,
@@ -17,22 +17,11 @@ from imagenette_drift.estimation import (
     transport_cost,
     transport_plan,
 )
+from tests._estimates import exact_transport_cost
 
 
 def _rows(n: int, classes: int, scale: float, seed: int) -> torch.Tensor:
     return (torch.randn(n, classes, generator=torch.Generator().manual_seed(seed)) * scale).softmax(1)
-
-
-def _exact_ot(probs: torch.Tensor, shares: torch.Tensor) -> float:
-    """The transport problem as a linear programme (scipy's HiGHS): the exact optimum."""
-    n, c = probs.shape
-    cost = (1 - probs).double().numpy().ravel()
-    rows = np.kron(np.eye(n), np.ones(c))  # each row ships 1 / n
-    cols = np.kron(np.ones(n), np.eye(c))  # each class receives its share
-    result = optimize.linprog(
-        cost, A_eq=np.vstack([rows, cols]), b_eq=np.concatenate([np.full(n, 1 / n), shares.double().numpy()])
-    )
-    return float(result.fun)
 
 
 def test_plan_has_the_marginals_and_the_cost_of_the_exact_optimum() -> None:
@@ -41,7 +30,7 @@ def test_plan_has_the_marginals_and_the_cost_of_the_exact_optimum() -> None:
     plan = transport_plan(probs, shares)
     torch.testing.assert_close(plan.sum(1), torch.full((40,), 1 / 40), atol=1e-4, rtol=0)
     torch.testing.assert_close(plan.sum(0), shares, atol=1e-4, rtol=0)
-    assert transport_cost(probs, shares) == pytest.approx(_exact_ot(probs, shares), abs=0.01)
+    assert transport_cost(probs, shares) == pytest.approx(exact_transport_cost(probs, shares), abs=0.01)
 
 
 def test_a_confident_collapse_onto_one_class_costs_all_other_classes() -> None:

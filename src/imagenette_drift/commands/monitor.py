@@ -93,7 +93,7 @@ def load_context(checkpoint: str, cache_dir: Path, alpha: float):
         raise ValueError(
             f"{checkpoint} carries no drift reference: train with the DriftCallback and --data.val_fraction > 0."
         )
-    # ATC-MC on the card's temperature and threshold fills the window table's `estimated_accuracy` (issue #15).
+    # The card's primary estimate (COT; ATC-MC on older cards) fills the window table's `estimated_accuracy`.
     estimator = window_estimator(card.estimation) if card.estimation else None
     # Drifting windows get an explanation (class shift, BBSE, corruption signatures, witnesses).
     explainer = WindowAssessor.from_card(card) if card.explanation else None

@@ -23,6 +23,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "fit_temperature": "confidence",
         "frechet_distance": "transport",
         "nuclear_score": "transport",
+        "shared_method": "reference",
         "transport_cost": "transport",
         "transport_plan": "transport",
         "window_estimator": "reference",

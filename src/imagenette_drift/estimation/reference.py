@@ -45,6 +45,7 @@ __all__ = [
     "AccuracyEstimate",
     "EstimationReference",
     "estimate_accuracy",
+    "shared_method",
     "window_estimator",
 ]
 
@@ -218,6 +219,13 @@ def estimate_accuracy(state: dict[str, Any], probs: Tensor, z: float = 1.96) -> 
     """One call per window: every method's estimate as plain dicts, from the card's `estimation` state."""
     reference = EstimationReference.from_state_dict(state)
     return {m: e.to_dict() for m, e in reference.estimate(probs, z).items()}
+
+
+def shared_method(*states: dict[str, Any] | None) -> str:
+    """The primary method every given card's `estimation` state can compute, so two models are compared on one
+    estimator: ``cot`` when all store the held-out class shares, else ``atc_mc`` (None states are skipped)."""
+    references = [EstimationReference.from_state_dict(s) for s in states if s]
+    return "cot" if references and all(r.has_transport for r in references) else "atc_mc"
 
 
 def window_estimator(state: dict[str, Any], method: Method | None = None) -> Callable[..., float]:
