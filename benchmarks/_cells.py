@@ -160,7 +160,10 @@ def main() -> None:
     parser.add_argument("--data.root", dest="data", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True, help="folder of the cached cells")
     parser.add_argument("--image-size", type=int, default=176, help="the card's eval image_size")
-    parser.add_argument("--limit", type=int, default=300, help="val (test) images per cell")
+    parser.add_argument("--limit", type=int, default=200, help="val (test) images per cell")
+    parser.add_argument(
+        "--meta-severities", nargs="+", type=int, default=[1, 3, 5], help="severities of the meta-set cells"
+    )
     parser.add_argument(
         "--heldout-limit", type=int, default=100, help="held-out images per shifted cell (meta-sets)"
     )
@@ -175,7 +178,7 @@ def main() -> None:
     cells = {
         "test": ["clean", *corruption_cells(), *OWN_SHIFTS],
         "heldout": ["clean"],
-        "meta": corruption_cells(),
+        "meta": corruption_cells(severities=args.meta_severities),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     for split, images in splits.items():

@@ -42,14 +42,15 @@ from _outputs import heldout_and_test, subset
 
 from imagenette_drift.checkpoint import load_for_inference
 from imagenette_drift.corruptions import CORRUPTIONS
-from imagenette_drift.estimation import (
-    EstimationReference,
-    frechet_distance,
-)
+from imagenette_drift.drift.familiarity import FamiliarityReference, knn_distance
+from imagenette_drift.estimation import EstimationReference, apply_temperature, frechet_distance
 from imagenette_drift.estimation.reference import METHODS
+from imagenette_drift.estimation.transport import familiar_transport_accuracy, transport_cost, window_shares
 
+# Transport read with the card's familiarity flags (k-NN distance to the held-out bank, as the server logs them).
+FAMILIAR = ("cot_f", "cot_fls", "cot_ls")
 REGRESSIONS = ("fd_reg", "nuclear_reg", "meta_reg")
-ALL_METHODS = (*METHODS, *REGRESSIONS)
+ALL_METHODS = (*METHODS, *FAMILIAR, *REGRESSIONS)
 REGRESSION_INPUTS = {
     "fd_reg": ["fd"],
     "nuclear_reg": ["nuclear"],
@@ -59,27 +60,52 @@ Z90 = 1.645
 
 
 class Features:
-    """Per-window statistics the regressions read: card estimates and the Fréchet distance of embeddings."""
+    """Per-window statistics: the card's estimates, the familiarity-read transport estimates and the Fréchet
+    distance of the window's embeddings to the held-out ones (for the regressions)."""
 
     def __init__(
-        self, reference: EstimationReference, heldout_embeddings: torch.Tensor, dims: int = 32
+        self, reference: EstimationReference, familiarity: FamiliarityReference, heldout: dict, dims: int = 32
     ) -> None:
-        self.reference = reference
-        x = heldout_embeddings.float()
+        self.reference, self.familiarity = reference, familiarity
+        x = heldout["embeddings"].float()
         self.center = x.mean(0)
         # A PCA projection keeps the Fréchet distance's small-window bias low (512 dimensions from 100 images).
         _, _, v = torch.pca_lowrank(x - self.center, q=dims, center=False)
         self.projection = v
         z = (x - self.center) @ v
         self.mean, self.cov = z.mean(0), torch.cov(z.T)
+        # Offsets of the familiarity-read methods to the held-out accuracy; held-out images are in the bank, so
+        # their flags leave themselves out, as the threshold was set.
+        bank = familiarity.bank.float()
+        unfamiliar = knn_distance(x, bank, familiarity.k, exclude_self=True) > familiarity.knn_threshold
+        raw = self._familiar(heldout["logits"].softmax(1), unfamiliar)
+        self.offsets = {m: reference.heldout_accuracy - v for m, v in raw.items()}
+
+    def _familiar(self, probs: torch.Tensor, unfamiliar: torch.Tensor) -> dict[str, float]:
+        r = self.reference
+        scaled = apply_temperature(probs, r.temperature)
+        shares = torch.tensor(r.class_shares)
+        shifted = window_shares(scaled, shares, unfamiliar)
+        return {
+            "cot_f": familiar_transport_accuracy(scaled, shares, unfamiliar, r.atc_threshold_mc),
+            "cot_fls": familiar_transport_accuracy(scaled, shifted, unfamiliar, r.atc_threshold_mc),
+            "cot_ls": 1.0 - transport_cost(scaled, shifted),
+        }
 
     def __call__(self, probs: torch.Tensor, embeddings: torch.Tensor) -> dict[str, float]:
         estimates = self.reference.estimate(probs, z=Z90)
         z = (embeddings.float() - self.center) @ self.projection
-        return {m: e.estimate for m, e in estimates.items()} | {
-            "fd": frechet_distance(z, self.mean, self.cov),
-            "intervals": {m: (e.lower, e.upper) for m, e in estimates.items()},
-        }
+        unfamiliar = self.familiarity.score(embeddings.float())["unfamiliar"]
+        familiar = {m: v + self.offsets[m] for m, v in self._familiar(probs, unfamiliar).items()}
+        return (
+            {m: e.estimate for m, e in estimates.items()}
+            | familiar
+            | {
+                "unfamiliar": float(unfamiliar.float().mean()),
+                "fd": frechet_distance(z, self.mean, self.cov),
+                "intervals": {m: (e.lower, e.upper) for m, e in estimates.items()},
+            }
+        )
 
 
 def fit_regressions(rows: list[dict]) -> dict[str, torch.Tensor]:
@@ -144,6 +170,8 @@ def score_windows(features: Features, outputs: dict, windows: list[torch.Tensor]
 
 def summarise(rows: list[dict]) -> dict:
     out = {m: float(np.mean([100 * abs(r[m] - r["true"]) for r in rows])) for m in ALL_METHODS}
+    out["unfamiliar"] = float(np.mean([r["unfamiliar"] for r in rows]))
+    out["bias"] = {m: float(np.mean([100 * (r[m] - r["true"]) for r in rows])) for m in ALL_METHODS}
     return out | {
         "true": float(np.mean([r["true"] for r in rows])),
         "coverage": float(np.mean([r["covered"] for r in rows])),
@@ -181,9 +209,10 @@ def main() -> None:
     parser.add_argument("--corruptions", nargs="+", default=list(CORRUPTIONS), choices=CORRUPTIONS)
     parser.add_argument("--severities", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     parser.add_argument("--own-shifts", nargs="*", default=list(OWN_SHIFTS), choices=list(OWN_SHIFTS))
-    parser.add_argument("--windows", nargs="+", type=int, default=[100, 200, 500])
+    parser.add_argument("--windows", nargs="+", type=int, default=[50, 100, 200])
     parser.add_argument("--n-windows", type=int, default=20, help="random windows per cell and size")
-    parser.add_argument("--limit", type=int, default=300, help="val images per cell (seeded subset)")
+    parser.add_argument("--limit", type=int, default=200, help="val images per cell (seeded subset)")
+    parser.add_argument("--meta-severities", nargs="+", type=int, default=[1, 3, 5])
     parser.add_argument("--heldout-limit", type=int, default=100, help="held-out images per meta-set cell")
     parser.add_argument("--meta-window", type=int, default=80, help="images per meta-set window")
     parser.add_argument("--meta-windows", type=int, default=8, help="meta-set windows per held-out cell")
@@ -206,7 +235,8 @@ def main() -> None:
 
     held = get("heldout", "clean", heldout, None)
     reference = EstimationReference.fit(held["logits"], held["labels"])
-    features = Features(reference, held["embeddings"])
+    familiarity = FamiliarityReference.from_state_dict(model.card.familiarity)
+    features = Features(reference, familiarity, held)
     names = corruption_cells(args.corruptions, args.severities)
 
     def rows_of(out: dict, windows: list[torch.Tensor]) -> list[dict]:
@@ -219,7 +249,7 @@ def main() -> None:
         ]
 
     meta = {family: [] for family in FAMILIES}
-    for name in names:
+    for name in corruption_cells(args.corruptions, args.meta_severities):
         out = get("meta", name, heldout, args.heldout_limit)
         windows = random_windows(len(out["labels"]), args.meta_window, args.meta_windows, seed=len(meta))
         meta[FAMILY_OF[name.rsplit("-", 1)[0]]] += rows_of(out, windows)

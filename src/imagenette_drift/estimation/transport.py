@@ -23,7 +23,15 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["cott_threshold", "frechet_distance", "nuclear_score", "transport_cost", "transport_plan"]
+__all__ = [
+    "cott_threshold",
+    "familiar_transport_accuracy",
+    "frechet_distance",
+    "nuclear_score",
+    "transport_cost",
+    "transport_plan",
+    "window_shares",
+]
 
 
 def _check(probs: Tensor, shares: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
@@ -117,3 +125,42 @@ def frechet_distance(x: Tensor, mean: Tensor, cov: Tensor) -> float:
     root = vecs @ torch.diag(vals.clamp_min(0).sqrt()) @ vecs.T
     cross = torch.linalg.eigvalsh(root @ s @ root).clamp_min(0).sqrt().sum()
     return float((mu - mean.double()).pow(2).sum() + s.trace() + cov.double().trace() - 2 * cross)
+
+
+def familiar_transport_accuracy(
+    probs: Tensor, class_shares: Tensor, unfamiliar: Tensor, atc_threshold: float
+) -> float:
+    """Accuracy of a window judged by two rules: familiar rows by ATC (their confidence is trusted), unfamiliar
+    rows by COT onto the held-out class shares (their confidence is not). A fraction in [0, 1].
+
+    Under a pure label shift the images stay familiar and ATC holds; under a corruption the model's confident
+    answers on images unlike the held-out ones are what COT catches.
+
+    Args:
+        probs: (N, C) temperature-scaled softmax rows.
+        class_shares: (C,) held-out class shares.
+        unfamiliar: (N,) bool, beyond the card's familiarity threshold (`drift.familiarity`).
+        atc_threshold: ATC-MC's max-confidence threshold.
+    """
+    probs, shares = _check(probs, class_shares)
+    unfamiliar = torch.as_tensor(unfamiliar, dtype=torch.bool).flatten()
+    if unfamiliar.shape != (len(probs),):
+        raise ValueError(
+            f"unfamiliar must be ({len(probs)},) bools, one per row, got {tuple(unfamiliar.shape)}."
+        )
+    familiar = ~unfamiliar
+    right = float((probs[familiar].amax(dim=1) > atc_threshold).float().sum())
+    n_unfamiliar = int(unfamiliar.sum())
+    if n_unfamiliar:
+        right += n_unfamiliar * (1.0 - transport_cost(probs[unfamiliar], shares))
+    return right / len(probs)
+
+
+def window_shares(probs: Tensor, class_shares: Tensor, unfamiliar: Tensor, prior: float = 20.0) -> Tensor:
+    """The window's label distribution as its familiar rows predict it, shrunk towards the held-out shares
+    by `prior` pseudo-rows: (C,) float32 summing to 1. A label shift moves it; a collapse of unfamiliar rows
+    does not."""
+    probs, shares = _check(probs, class_shares)
+    familiar = ~torch.as_tensor(unfamiliar, dtype=torch.bool).flatten()
+    counts = probs[familiar].sum(dim=0) + prior * shares
+    return counts / counts.sum()
