@@ -70,7 +70,7 @@ class Features:
         x = heldout["embeddings"].float()
         self.center = x.mean(0)
         # A PCA projection keeps the Fréchet distance's small-window bias low (512 dimensions from 100 images).
-        _, _, v = torch.pca_lowrank(x - self.center, q=dims, center=False)
+        _, _, v = torch.pca_lowrank(x - self.center, q=min(dims, len(x) - 1), center=False)
         self.projection = v
         z = (x - self.center) @ v
         self.mean, self.cov = z.mean(0), torch.cov(z.T)

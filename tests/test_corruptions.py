@@ -144,3 +144,8 @@ def test_motion_blur_streak_is_one_sided_and_gaussian_weighted() -> None:
     taps = row[30:9:-1]
     assert np.all(np.diff(taps[:12]) < 0)  # weights fall off away from the pixel
     assert taps[3] / taps[0] == pytest.approx(np.exp(-9 / 18))
+
+
+def test_fog_severities_3_and_4_differ_in_roughness(images) -> None:
+    # Both have strength 2.5; ImageNet-C's wibbledecay (1.7, 1.5) is what sets them apart.
+    assert not np.array_equal(corrupt(images[0], "fog", 3, seed=0), corrupt(images[0], "fog", 4, seed=0))

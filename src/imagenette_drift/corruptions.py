@@ -10,6 +10,9 @@ A thin adapter: names and severities are validated here, the corruptions themsel
   and each is several times longer than ImageNet-C's, which flattened our motion-blur row (the same accuracy
   at severities 2-5). `_motion_blur` restores ImageMagick's kernel (as the `imagecorruptions` package does)
   and is used by ``motion_blur`` and by the streaks of ``snow``.
+- **Fog.** ImageNet-C's fog is ``c0 * plasma_fractal(wibbledecay=c1)``; corrupt-tta drops ``wibbledecay`` (the
+  roughness of the fog: 2, 2, 1.7, 1.5, 1.4), so severities 3 and 4 (both ``c0 = 2.5``) gave the same image.
+  `_fog` passes it again.
 
 Order and size: the benchmarks corrupt the image the model sees, after the eval transform (short side resized
 to the card's ``image_size``, 176 px, then centre-cropped), as ImageNet-C corrupts the 224-px centre crop that
@@ -80,6 +83,21 @@ def _motion_blur(image: np.ndarray, radius: int, sigma: float, angle: float) -> 
     return cv2.filter2D(np.asarray(image, dtype=np.float64), -1, kernel, borderType=cv2.BORDER_REPLICATE)
 
 
+def _fog(x: np.ndarray, severity: int = 1) -> np.ndarray:
+    """ImageNet-C's fog: a plasma fractal of roughness ``wibbledecay`` added, then the range rescaled."""
+    from corrupt_tta.corruptions import plasma_fractal
+
+    c = [(1.5, 2), (2.0, 2), (2.5, 1.7), (2.5, 1.5), (3.0, 1.4)][severity - 1]
+    x = np.array(x) / 255.0
+    h, w = x.shape[:2]
+    max_val = x.max()
+    size = 1
+    while size < max(h, w):  # the fractal needs a power-of-two side
+        size *= 2
+    x += c[0] * plasma_fractal(mapsize=size, wibbledecay=c[1])[:h, :w][..., np.newaxis]
+    return np.clip(x * max_val / (max_val + c[0]), 0, 1) * 255
+
+
 def _corrupt_tta() -> ModuleType:
     """Import ``corrupt_tta`` lazily (this module imports without the optional dependency), with its motion
     blur replaced by ImageNet-C's (see the module docstring)."""
@@ -93,6 +111,7 @@ def _corrupt_tta() -> ModuleType:
         ) from e
     # `motion_blur` and `snow` look the helper up in their module at call time.
     corrupt_tta.corruptions.cv2_motion_blur = _motion_blur
+    corrupt_tta.corruption_dict["fog"] = _fog
     return corrupt_tta
 
 
