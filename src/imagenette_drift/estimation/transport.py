@@ -25,12 +25,10 @@ from torch import Tensor
 
 __all__ = [
     "cott_threshold",
-    "familiar_transport_accuracy",
     "frechet_distance",
     "nuclear_score",
     "transport_cost",
     "transport_plan",
-    "window_shares",
 ]
 
 
@@ -55,7 +53,11 @@ def _check(probs: Tensor, shares: Tensor | None = None) -> tuple[Tensor, Tensor 
 
 
 def transport_plan(
-    probs: Tensor, class_shares: Tensor, epsilon: float = 0.005, iterations: int = 400
+    probs: Tensor,
+    class_shares: Tensor,
+    epsilon: float = 0.005,
+    iterations: int = 300,
+    tolerance: float = 1e-4,
 ) -> Tensor:
     """The optimal transport plan from a window's softmax rows to the classes, cost ``1 - p_ic`` (Lu et al. 2023).
 
@@ -66,7 +68,8 @@ def transport_plan(
         probs: (N, C) float softmax rows; each row carries mass 1 / N.
         class_shares: (C,) the label distribution the rows are moved onto (the held-out class shares).
         epsilon: entropic regularisation, in cost units.
-        iterations: Sinkhorn iterations.
+        iterations: most Sinkhorn iterations per step of the epsilon schedule; they stop earlier once the class marginals are within
+            `tolerance` (L1) of `class_shares`.
 
     Returns:
         (N, C) float32 plan whose rows sum to 1 / N and whose columns sum to ``class_shares``.
@@ -76,10 +79,18 @@ def transport_plan(
     log_a = torch.full((len(probs),), -math.log(len(probs)))
     log_b = shares.clamp_min(1e-12).log()
     f, g = torch.zeros(len(probs)), torch.zeros(len(shares))
-    for _ in range(iterations):
-        f = epsilon * (log_a - torch.logsumexp((g[None, :] - cost) / epsilon, dim=1))
-        g = epsilon * (log_b - torch.logsumexp((f[:, None] - cost) / epsilon, dim=0))
-    return ((f[:, None] + g[None, :] - cost) / epsilon).exp()
+    # Epsilon scaling (Schmitzer, 2019): solve coarser problems first, warm-starting the dual potential g.
+    schedule = [e for e in (0.1, 0.03, 0.01) if e > epsilon] + [epsilon]
+    for eps in schedule:
+        scaled_cost = cost / eps
+        for i in range(iterations):
+            f = eps * (log_a - torch.logsumexp(g[None, :] / eps - scaled_cost, dim=1))
+            log_plan = (f[:, None] + g[None, :]) / eps - scaled_cost
+            g = g + eps * (log_b - torch.logsumexp(log_plan, dim=0))
+            if i % 5 == 4 and float((log_plan.exp().sum(0) - shares).abs().sum()) < tolerance:
+                break
+    f = epsilon * (log_a - torch.logsumexp(g[None, :] / epsilon - scaled_cost, dim=1))
+    return ((f[:, None] + g[None, :]) / epsilon - scaled_cost).exp()
 
 
 def transport_cost(probs: Tensor, class_shares: Tensor, threshold: float | None = None) -> float:
@@ -125,42 +136,3 @@ def frechet_distance(x: Tensor, mean: Tensor, cov: Tensor) -> float:
     root = vecs @ torch.diag(vals.clamp_min(0).sqrt()) @ vecs.T
     cross = torch.linalg.eigvalsh(root @ s @ root).clamp_min(0).sqrt().sum()
     return float((mu - mean.double()).pow(2).sum() + s.trace() + cov.double().trace() - 2 * cross)
-
-
-def familiar_transport_accuracy(
-    probs: Tensor, class_shares: Tensor, unfamiliar: Tensor, atc_threshold: float
-) -> float:
-    """Accuracy of a window judged by two rules: familiar rows by ATC (their confidence is trusted), unfamiliar
-    rows by COT onto the held-out class shares (their confidence is not). A fraction in [0, 1].
-
-    Under a pure label shift the images stay familiar and ATC holds; under a corruption the model's confident
-    answers on images unlike the held-out ones are what COT catches.
-
-    Args:
-        probs: (N, C) temperature-scaled softmax rows.
-        class_shares: (C,) held-out class shares.
-        unfamiliar: (N,) bool, beyond the card's familiarity threshold (`drift.familiarity`).
-        atc_threshold: ATC-MC's max-confidence threshold.
-    """
-    probs, shares = _check(probs, class_shares)
-    unfamiliar = torch.as_tensor(unfamiliar, dtype=torch.bool).flatten()
-    if unfamiliar.shape != (len(probs),):
-        raise ValueError(
-            f"unfamiliar must be ({len(probs)},) bools, one per row, got {tuple(unfamiliar.shape)}."
-        )
-    familiar = ~unfamiliar
-    right = float((probs[familiar].amax(dim=1) > atc_threshold).float().sum())
-    n_unfamiliar = int(unfamiliar.sum())
-    if n_unfamiliar:
-        right += n_unfamiliar * (1.0 - transport_cost(probs[unfamiliar], shares))
-    return right / len(probs)
-
-
-def window_shares(probs: Tensor, class_shares: Tensor, unfamiliar: Tensor, prior: float = 20.0) -> Tensor:
-    """The window's label distribution as its familiar rows predict it, shrunk towards the held-out shares
-    by `prior` pseudo-rows: (C,) float32 summing to 1. A label shift moves it; a collapse of unfamiliar rows
-    does not."""
-    probs, shares = _check(probs, class_shares)
-    familiar = ~torch.as_tensor(unfamiliar, dtype=torch.bool).flatten()
-    counts = probs[familiar].sum(dim=0) + prior * shares
-    return counts / counts.sum()
