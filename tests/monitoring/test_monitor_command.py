@@ -100,7 +100,7 @@ def test_one_replica_alone_is_too_thin_but_the_fleet_is_flagged(
     assert [w.drift for w in windows[2:]] == [True, True]  # the corrupted hour
     assert all(w.inputs_p_value < 0.01 for w in windows[2:])
     assert all(w.label_shift_p_value is None for w in windows)  # 20 records < 5 per class: not tested
-    # ATC-MC from the card's temperature and threshold (issue #15), without any label
+    # the card's primary estimate (COT on the held-out class shares; ATC-MC on older cards), without any label
     assert all(w.estimated_accuracy is not None and 0.0 <= w.estimated_accuracy <= 1.0 for w in windows)
     events = _alert_lines(printed)
     # (the sample's reference holds 8 images, so a clean window may be flagged too: the full-data test

@@ -68,8 +68,9 @@ class AccuracyEstimate:
 
     The interval adds, in quadrature, the binomial noise of a window of `n` images around the estimate
     (``sqrt(p (1 - p) / n)``: the true accuracy of a finite window varies that much even when the estimator is
-    exact) and the noise of the held-out values the method was calibrated on (``sqrt(a (1 - a) / n_heldout)``).
-    It does not include the estimator's bias under a shift it cannot see (see the benchmark for that).
+    exact), the noise of the held-out values the method was calibrated on (``sqrt(a (1 - a) / n_heldout)``)
+    and an allowance for the estimator's own bias under shift: `EstimationReference.bias_fraction` times the
+    estimated drop below the held-out accuracy, as a standard deviation (zero on cards without it).
     """
 
     method: str
