@@ -116,7 +116,7 @@ def drift_badge(state: DriftState) -> str:
 
 def _accuracy_text(state: DriftState) -> str:
     """'; estimated accuracy 81% (held-out 88%)[: HARM ...]' or '' without an estimate."""
-    estimate = (state.accuracy or {}).get("atc_mc")
+    estimate = (state.accuracy or {}).get(state.estimate_method or "atc_mc")
     if estimate is None or state.heldout_accuracy is None:
         return ""
     harm = ": HARM, accuracy is estimated to have dropped" if state.harm else ""

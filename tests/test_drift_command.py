@@ -111,7 +111,10 @@ def test_drift_report_estimates_accuracy_and_names_fog(
     printed = capsys.readouterr().out
     assert "estimated accuracy" in printed and "looks like: fog" in printed
     accuracy = fog["accuracy"]
-    assert set(accuracy["methods"]) == {"atc_mc", "atc_ne", "ac", "doc"}
+    assert (
+        set(accuracy["methods"]) == {"atc_mc", "atc_ne", "ac", "doc", "cot", "cott", "nuclear"}
+        and accuracy["harm_method"] == "cot"
+    )
     for row in fog["windows"]:
         assert row["acc_atc_mc_lower"] <= row["acc_atc_mc"] <= row["acc_atc_mc_upper"]
     assert len(fog["explanations"]) == fog["n_windows"]  # every window drifts

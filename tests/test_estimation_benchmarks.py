@@ -42,20 +42,32 @@ def test_benchmarks_run_on_the_sample(trained_checkpoint: Path, sample_root: Pat
             *common,
             "--corruptions",
             "fog",
+            "gaussian_noise",
             "--severities",
             "5",
+            "--meta-severities",
+            "5",
+            "--own-shifts",
+            "rotate-90",
             "--windows",
             "20",
             "--n-windows",
             "2",
+            f"--cells={tmp_path / 'cells'}",
             f"--output={tmp_path / 'acc'}",
         ],
         check=True,
     )
     results = json.loads((tmp_path / "acc.json").read_text())
-    assert set(results["cells"]) == {"clean", "fog-5"}
-    assert {"atc_mc", "atc_ne", "ac", "doc"} <= set(results["cells"]["fog-5"]["windows"]["20"])
-    assert "| all corruptions | 20 | 1 |" in (tmp_path / "acc.md").read_text()
+    assert set(results["cells"]) == {"clean", "fog-5", "gaussian_noise-5", "rotate-90"}
+    assert results["primary"] == "cot"
+    methods = {"atc_mc", "atc_ne", "ac", "doc", "cot", "cott", "nuclear", "cot_f", "fd_reg", "meta_reg"}
+    assert methods <= set(results["cells"]["fog-5"]["windows"]["20"])
+    table = (tmp_path / "acc.md").read_text()
+    assert "| all corruptions (LOFO) | 20 | 2 |" in table and "| own shifts | 20 | 1 |" in table
+    # Each cell's outputs are cached: a second run reads them instead of running the model.
+    cached = sorted((tmp_path / "cells" / "outputs").rglob("*.pt"))
+    assert {p.stem for p in cached} >= {"clean", "fog-5", "gaussian_noise-5", "rotate-90"}
     subprocess.run(
         [
             sys.executable,

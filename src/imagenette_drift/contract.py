@@ -175,13 +175,22 @@ class DriftStatus(_Answer):
     accuracy: dict[str, AccuracyEstimateAnswer] | None = Field(
         default=None,
         description="label-free top-1 estimates of the latest window of the reference's window size, by method "
-        "(atc_mc, atc_ne, ac, doc); null without an estimation reference or before the first image",
+        "(atc_mc, atc_ne, ac, doc, and cot, cott, nuclear on cards that store the held-out class shares); null "
+        "without an estimation reference or before the first image",
+    )
+    estimate_method: str | None = Field(
+        default=None,
+        description="the estimate the harm alert (and the app) reads: cot, or atc_mc on older cards; null "
+        "without an estimation reference",
+    )
+    estimate_note: str | None = Field(
+        default=None, description="why `estimate_method` is a fallback (an older card); null otherwise"
     )
     heldout_accuracy: float | None = Field(default=None, description="top-1 on the held-out split")
     harm: bool | None = Field(
         default=None,
-        description="the ATC-MC estimate stayed more than the configured points below held-out for the "
-        "configured consecutive full windows",
+        description="the `estimate_method` estimate stayed more than the configured points below held-out for "
+        "the configured consecutive full windows",
     )
     explanation: DriftExplanation | None = Field(
         default=None,

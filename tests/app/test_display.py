@@ -86,10 +86,14 @@ def test_the_badge_shows_the_estimated_accuracy_and_harm() -> None:
         statistic=0.01,
         drifting=True,
         drifting_since=3,
-        accuracy={"atc_mc": estimate},
+        accuracy={"atc_mc": estimate, "cot": estimate.model_copy(update={"method": "cot", "estimate": 0.31})},
+        estimate_method="cot",
         heldout_accuracy=0.88,
         harm=True,
     )
     badge = drift_badge(state)
-    assert "estimated accuracy 61% (held-out 88%): HARM" in badge and 'data-state="drifting"' in badge
+    assert "estimated accuracy 31% (held-out 88%): HARM" in badge and 'data-state="drifting"' in badge
+    # An older card (no class shares) falls back to ATC-MC, which the badge then shows.
+    older = state.model_copy(update={"estimate_method": "atc_mc"})
+    assert "estimated accuracy 61% (held-out 88%)" in drift_badge(older)
     assert "estimated accuracy" not in drift_badge(state.model_copy(update={"accuracy": None}))

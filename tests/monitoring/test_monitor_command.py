@@ -100,7 +100,7 @@ def test_the_corrupted_hour_of_a_fleet_is_flagged_and_alerts(
     assert [w.drift for w in windows[2:]] == [True, True]  # the corrupted hour
     assert all(w.inputs_p_value < 0.01 for w in windows[2:])
     assert all(w.label_shift_p_value is None for w in windows)  # 20 records < 5 per class: not tested
-    # the label-free estimate from the card, without any label
+    # the card's primary estimate (COT on the held-out class shares; ATC-MC on older cards), without any label
     assert all(w.estimated_accuracy is not None and 0.0 <= w.estimated_accuracy <= 1.0 for w in windows)
     # The clean hour against the 40 held-out images of the reference: one alert, raised by the corrupted hour.
     events = _alert_lines(printed)

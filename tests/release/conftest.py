@@ -24,6 +24,27 @@ def worse_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return fit_once(tmp_path_factory, "worse", argv) / "outputs" / "quickstart" / "checkpoints" / "last.ckpt"
 
 
+@pytest.fixture(scope="session")
+def collapsed_checkpoint(trained_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's model with its head collapsed onto the class rarest in its held-out split: every image is
+    called that class with near-certainty, as a model that broke under a corruption does. The card is the
+    trained model's, so its confidence thresholds (ATC) are fooled: confident answers look right."""
+    import torch
+
+    from imagenette_drift.card import CHECKPOINT_KEY
+
+    state = torch.load(trained_checkpoint, map_location="cpu", weights_only=True)
+    shares = torch.tensor(state[CHECKPOINT_KEY]["estimation"]["class_shares"])
+    weight = next(k for k in state["state_dict"] if k.endswith("fc.weight"))
+    bias = weight.removesuffix("weight") + "bias"
+    state["state_dict"][weight].zero_()
+    state["state_dict"][bias].zero_()
+    state["state_dict"][bias][int(shares.argmin())] = 20.0
+    path = tmp_path_factory.mktemp("collapsed") / "model.ckpt"
+    torch.save(state, path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StorageEmulator]:
     """gcp-storage-emulator honouring `ifGenerationMatch` as GCS does (see _emulator_with_preconditions.py)."""
@@ -112,6 +133,14 @@ def served_log(trained_checkpoint: Path, tmp_path_factory: pytest.TempPathFactor
     test = sorted((SAMPLE_ROOT / "val").rglob("*.JPEG"))
     images = [(p, False) for p in train] + [(p, True) for p in test]
     return _serve_and_send(trained_checkpoint, root, images, "--log-images", orphan=True)
+
+
+@pytest.fixture(scope="session")
+def unlabelled_log(trained_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> ServedLog:
+    """The session's model served with --log-images: 20 test images, none labelled."""
+    root = tmp_path_factory.mktemp("unlabelled") / "log"
+    test = sorted((SAMPLE_ROOT / "val").rglob("*.JPEG"))[::2]
+    return _serve_and_send(trained_checkpoint, root, [(p, False) for p in test], "--log-images")
 
 
 @pytest.fixture(scope="session")

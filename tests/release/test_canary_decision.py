@@ -18,9 +18,10 @@ from imagenette_drift.checkpoint import InferenceModel, load_for_inference
 from imagenette_drift.cli import cli_main
 from imagenette_drift.commands.export import export_checkpoint
 from imagenette_drift.data.images import read_image
-from imagenette_drift.drift.estimation import EstimationReference
+from imagenette_drift.estimation.reference import EstimationReference
 from imagenette_drift.registry import open_registry
 from imagenette_drift.registry.lineage import append_event, read_events
+from tests._estimates import cot_estimate
 from tests.release._canary_logs import fake_gcloud, metrics_server, metrics_text, serve_to_log
 from tests.release._cli import run_cli
 from tests.release.conftest import BUCKET
@@ -77,8 +78,8 @@ def _decide(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
 
 
 def _expected(model: InferenceModel, images: list[Path]) -> tuple[float, float | None, dict[str, int]]:
-    """Estimated top-1 (ATC-MC with the card's reference), unfamiliar share and class counts, computed here
-    directly from the model's outputs, not by the canary code."""
+    """Estimated top-1 (COT with the card's reference, solved exactly), unfamiliar share and class counts,
+    computed here directly from the model's outputs, not by the canary code."""
     from imagenette_drift.drift.familiarity import FamiliarityReference
 
     half = len(images) // 2  # in the batches the revisions served them (`_log`), for bit-equal outputs
@@ -87,9 +88,7 @@ def _expected(model: InferenceModel, images: list[Path]) -> tuple[float, float |
         for part in (images[:half], images[half:])
     ]
     features, probs = (torch.cat([o[k] for o in outputs]) for k in (0, 1))
-    reference = EstimationReference.from_state_dict(model.card.estimation)
-    scaled = (probs.clamp_min(1e-30).log() / reference.temperature).softmax(dim=1)
-    estimate = float((scaled.amax(dim=1) > reference.atc_threshold_mc).float().mean())
+    estimate = cot_estimate(probs, model.card.estimation)
     unfamiliar = None
     if model.card.familiarity:
         flags = FamiliarityReference.from_state_dict(model.card.familiarity).score(features)["unfamiliar"]
@@ -126,7 +125,7 @@ def test_an_equal_canary_is_promoted_and_recorded(
     estimate, unfamiliar, counts = _expected(stable, images)
     for side in ("stable", "canary"):
         assert decision[side]["n"] == 40  # the 3-hour-old records are outside the window
-        assert decision[side]["estimated_accuracy"] == pytest.approx(estimate, abs=1e-6)
+        assert decision[side]["estimated_accuracy"] == pytest.approx(estimate, abs=0.01)
         assert decision[side]["class_counts"] == counts
         assert decision[side]["unfamiliar_share"] == (
             None if unfamiliar is None else pytest.approx(unfamiliar)
@@ -193,13 +192,44 @@ def test_a_worse_canary_is_rolled_back_with_its_reason(
     assert checks["class_shift"]["passed"] is False and checks["class_shift"]["canary"] == pytest.approx(tv)
     assert f"p {p_value:.2g}" in checks["class_shift"]["detail"]
     assert decision["canary"]["class_counts"] == canary_counts
-    assert decision["canary"]["estimated_accuracy"] == pytest.approx(canary_estimate, abs=1e-6)
+    assert decision["canary"]["estimated_accuracy"] == pytest.approx(canary_estimate, abs=0.01)
     events = read_events(open_registry(registry))
     assert [(e["event"], e.get("action")) for e in events] == [
         ("canary.decide", "rollback"),
         ("canary.rollback", None),
     ]
     assert events[1]["stable_revision"] == STABLE_REV
+
+
+def test_a_collapsed_canary_is_rolled_back_on_the_estimate_alone(
+    stable: InferenceModel, collapsed_checkpoint: Path, trained_checkpoint: Path, images: list[Path],
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """No label anywhere: the canary calls every image one class with near-certainty. COT (read from each
+    revision's logged probabilities) sees it; ATC-MC would not. The class-shift check is switched off
+    (--max-shift 1: no total variation exceeds it) so the decision rests on the estimate alone. The session's
+    stable model is barely above chance (COT about 16%), so a collapse costs it only about 6 points: the 40
+    images are served 6 times (240 records a revision) and no tolerance is given beyond the binomial margin."""
+    canary = load_for_inference(collapsed_checkpoint)
+    log = _log(tmp_path, stable, canary, images * 6)
+    canary_estimate, _, canary_counts = _expected(canary, images)
+    assert len(canary_counts) == 1  # collapsed
+    code, out, err = _decide(
+        capsys, "--log", str(log), "--stable", str(trained_checkpoint), "--canary", str(collapsed_checkpoint),
+        *JUDGE, "--max-shift", "1", "--accuracy-tolerance", "0", "--registry", str(tmp_path / "registry"),
+        "--output", str(tmp_path / "decision.json"),
+    )  # fmt: skip
+    assert code == 1, (out, err)
+    decision = json.loads((tmp_path / "decision.json").read_text())
+    failed = [c["name"] for c in decision["checks"] if c["passed"] is False]
+    assert failed == ["estimated_accuracy"], decision["checks"]
+    assert decision["canary"]["estimation_method"] == decision["stable"]["estimation_method"] == "cot"
+    assert decision["canary"]["estimated_accuracy"] == pytest.approx(canary_estimate, abs=0.01)
+    assert "| estimated top-1 (cot) |" in out
+    # The confidence-based estimate is fooled by the confident collapse: it rates the canary near 100%.
+    reference = EstimationReference.from_state_dict(canary.card.estimation)
+    probs = canary.embed_and_predict(torch.stack([canary.transform(read_image(p)) for p in images]))[1]
+    assert reference.estimate(probs)["atc_mc"].estimate > 0.9
 
 
 def test_more_5xx_or_slower_answers_roll_back_an_equal_model(

@@ -17,8 +17,9 @@ import torch
 from imagenette_drift.checkpoint import InferenceModel, load_for_inference
 from imagenette_drift.cli import cli_main
 from imagenette_drift.data.images import read_image
-from imagenette_drift.drift.estimation import EstimationReference
 from imagenette_drift.drift.familiarity import FamiliarityReference
+from imagenette_drift.estimation.reference import EstimationReference
+from tests._estimates import cot_estimate
 from tests.conftest import SAMPLE_ROOT
 from tests.release._cli import run_gate as _gate
 from tests.release.conftest import BUCKET, ServedLog
@@ -33,7 +34,7 @@ def _direct(model: InferenceModel, paths: list[Path]) -> dict[str, object]:
     batch = torch.stack([model.transform(read_image(p)) for p in paths])
     embeddings, probs = model.embed_and_predict(batch)
     predicted = [model.card.wnids[i] for i in probs.argmax(dim=1).tolist()]
-    estimate = EstimationReference.from_state_dict(model.card.estimation).estimate(probs)["atc_mc"].estimate
+    estimate = cot_estimate(probs, model.card.estimation)  # both cards store class shares: the gate reads COT
     familiarity = FamiliarityReference.from_state_dict(model.card.familiarity)
     unfamiliar = float(familiarity.score(embeddings.float())["unfamiliar"].float().mean())
     realized = sum(p == path.parent.name for p, path in zip(predicted, paths, strict=True)) / len(paths)
@@ -80,8 +81,8 @@ def test_a_candidate_worse_on_the_window_is_refused_with_its_table(
     assert production["n_records"] == production["n_images"] == production["n_labelled"] == 40
     assert production["candidate"]["realized_accuracy"] == pytest.approx(cand["realized"])
     assert production["champion"]["realized_accuracy"] == pytest.approx(champ["realized"])
-    assert production["candidate"]["estimated_accuracy"] == pytest.approx(cand["estimated"], abs=1e-6)
-    assert production["champion"]["estimated_accuracy"] == pytest.approx(champ["estimated"], abs=1e-6)
+    assert production["candidate"]["estimated_accuracy"] == pytest.approx(cand["estimated"], abs=0.01)
+    assert production["champion"]["estimated_accuracy"] == pytest.approx(champ["estimated"], abs=0.01)
     assert production["candidate"]["unfamiliar_share"] == pytest.approx(cand["unfamiliar"])
     disagree = sum(a != b for a, b in zip(champ["predicted"], cand["predicted"], strict=True)) / 40
     assert production["disagreement"] == pytest.approx(disagree)
@@ -99,6 +100,38 @@ def test_a_candidate_worse_on_the_window_is_refused_with_its_table(
         "the last 40 records (--window 40)" in out
         and "40 records, 40 replayed by both models, 40 with a /feedback label" in out
     )
+
+
+def test_a_collapsed_candidate_is_refused_on_the_estimate_alone(
+    unlabelled_log: ServedLog, collapsed_checkpoint: Path, trained_checkpoint: Path,
+    capsys: pytest.CaptureFixture[str], tmp_path: Path,
+) -> None:  # fmt: skip
+    """No label in the window: COT sees the collapse that confidence hides, and the gate refuses on it."""
+    js = tmp_path / "gate.json"
+    code, out, err = _gate(
+        capsys, "--candidate", str(collapsed_checkpoint), "--champion", str(trained_checkpoint),
+        "--tolerance", "0.99", "--log", str(unlabelled_log.root), "--window", "1h", "--window-tolerance", "0.05",
+        "--output", str(js),
+    )  # fmt: skip
+    assert code == 1, (out, err)
+    production = json.loads(js.read_text())["production"]
+    assert production["n_labelled"] == 0 and production["n_images"] == 20
+    checks = {c["name"]: c["passed"] for c in production["checks"]}
+    assert checks == {
+        "estimated accuracy": False,
+        "unfamiliar share": True,
+    }  # same embeddings, same familiarity
+    cand, champ = production["candidate"], production["champion"]
+    assert cand["estimation_method"] == champ["estimation_method"] == "cot"
+    assert "| estimated accuracy (cot) |" in out
+    # Every image goes to the class rarest in held-out: COT's estimate is about that class's held-out share.
+    collapsed = load_for_inference(collapsed_checkpoint)
+    reference = EstimationReference.from_state_dict(collapsed.card.estimation)
+    assert cand["estimated_accuracy"] == pytest.approx(min(reference.class_shares), abs=0.02)
+    # ATC-MC, the confidence-based estimate, is fooled: it rates the collapsed model at least as high.
+    batch = torch.stack([collapsed.transform(read_image(p)) for p in TEST_IMAGES[::2]])
+    atc = reference.estimate(collapsed.embed_and_predict(batch)[1])["atc_mc"].estimate
+    assert atc >= champ["estimated_accuracy"] - 0.05, (atc, champ)
 
 
 def test_the_same_model_is_no_worse_and_shifts_nothing(

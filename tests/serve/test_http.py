@@ -195,8 +195,10 @@ def test_drift_reports_the_online_monitor(server, val_images, trained_checkpoint
     assert after["window_filled"] is True
     assert isinstance(after["statistic"], float) and isinstance(after["threshold"], float)
     assert after["drifting"] == (after["drifting_since"] is not None)
-    # Label-free accuracy estimates of the latest window, from the card's temperature and ATC thresholds.
-    assert set(after["accuracy"]) == {"atc_mc", "atc_ne", "ac", "doc"}
+    # Label-free accuracy estimates of the latest window, from the card's held-out references; the harm alert
+    # and the app read COT, since the card stores the held-out class shares.
+    assert set(after["accuracy"]) == {"atc_mc", "atc_ne", "ac", "doc", "cot", "cott", "nuclear"}
+    assert after["estimate_method"] == "cot" and after["estimate_note"] is None
     for estimate in after["accuracy"].values():
         assert 0.0 <= estimate["lower"] <= estimate["estimate"] <= estimate["upper"] <= 1.0
         # over the latest window of the drift reference's size (the tested window of `imagenette drift`)

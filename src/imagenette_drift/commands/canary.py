@@ -248,6 +248,7 @@ def _canary_in_progress(registry: Any, service: str | None, dry_run: bool) -> di
 
 
 def _decide(args: argparse.Namespace, parser: argparse.ArgumentParser, registry: Any, dry_run: bool) -> int:
+    from imagenette_drift.estimation.reference import shared_method
     from imagenette_drift.io import write_text_atomic
     from imagenette_drift.monitoring.windows import parse_duration
     from imagenette_drift.release.canary import CanaryPolicy, decide, format_table, revision_stats
@@ -286,8 +287,9 @@ def _decide(args: argparse.Namespace, parser: argparse.ArgumentParser, registry:
     for name, reason in records.skipped.items():
         print(f"skipped {name}: {reason}", file=sys.stderr)
     serving = [read_metrics(s, args.route) if s else None for s in (args.stable_metrics, args.canary_metrics)]
+    method = shared_method(stable_card.estimation, canary_card.estimation)
     stats = [
-        revision_stats(sel.name, table, card, sel.model_sha256, sel.revision, metrics)
+        revision_stats(sel.name, table, card, sel.model_sha256, sel.revision, metrics, method)
         for sel, table, card, metrics in zip(
             selectors, (records.stable, records.canary), (stable_card, canary_card), serving, strict=True
         )

@@ -93,9 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--harm-method",
-        default="atc_mc",
-        choices=("atc_mc", "atc_ne", "ac", "doc"),
-        help="the accuracy estimate the harm alert watches",
+        default=None,
+        choices=("atc_mc", "atc_ne", "ac", "doc", "cot", "cott", "nuclear"),
+        help="the accuracy estimate the harm alert watches (default: the card's, cot; atc_mc on older cards)",
     )
     parser.add_argument(
         "--refit-reference",

@@ -83,8 +83,8 @@ def load_context(checkpoint: str, cache_dir: Path, alpha: float):
     from imagenette_drift.card import CHECKPOINT_KEY, ModelCard
     from imagenette_drift.checkpoint import file_sha256, read_checkpoint
     from imagenette_drift.drift.assessment import WindowAssessor
-    from imagenette_drift.drift.estimation import window_estimator
     from imagenette_drift.drift.reference import DriftReference
+    from imagenette_drift.estimation.reference import window_estimator
     from imagenette_drift.monitoring.stats import WindowContext
     from imagenette_drift.storage.checkpoint import resolve_checkpoint
 
@@ -94,7 +94,7 @@ def load_context(checkpoint: str, cache_dir: Path, alpha: float):
         raise ValueError(
             f"{checkpoint} carries no drift reference: train with the DriftCallback and --data.val_fraction > 0."
         )
-    # ATC-MC on the card's temperature and threshold fills the window table's `estimated_accuracy`.
+    # The card's primary estimate (COT; ATC-MC on older cards) fills the window table's `estimated_accuracy`.
     estimator = window_estimator(card.estimation) if card.estimation else None
     # Drifting windows get an explanation (class shift, BBSE, corruption signatures, witnesses).
     explainer = WindowAssessor.from_card(card) if card.explanation else None

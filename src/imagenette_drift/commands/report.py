@@ -125,7 +125,8 @@ def _render(
         if estimation is not None:
             sections += [
                 "### Estimated accuracy (no labels) and explanations",
-                "Mean estimate over windows (temperature-scaled ATC-MC/ATC-NE, average confidence, DoC); harm: "
+                "Mean estimate over windows (temperature-scaled ATC-MC/ATC-NE, average confidence, DoC, and COT, "
+                "COTT, nuclear norm on newer cards); harm: "
                 "the estimate stayed below held-out by more than the configured drop for consecutive windows.",
                 estimation,
             ]

@@ -15,9 +15,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from imagenette_drift.card import ModelCard
-from imagenette_drift.drift.estimation import EstimationReference, HarmAlert
 from imagenette_drift.drift.explain import ExplanationReference, witness_images
 from imagenette_drift.drift.familiarity import FamiliarityReference
+from imagenette_drift.estimation.harm import HarmAlert
+from imagenette_drift.estimation.reference import CONFIDENCE_METHODS, METHODS, EstimationReference
 
 __all__ = ["NO_SIGNATURE", "WindowAssessor"]
 
@@ -38,7 +39,7 @@ class WindowAssessor:
     harm: HarmAlert | None
     mmd_reference: Tensor | None
     bandwidth: float | None
-    harm_method: str = "atc_mc"
+    harm_method: str = "atc_mc"  # set by `from_fields` to the card's primary method unless one is given
     residual_threshold: float = 3.0
     top: int = 3
 
@@ -48,14 +49,15 @@ class WindowAssessor:
         card: ModelCard,
         drop_points: float = 5.0,
         harm_windows: int = 2,
-        harm_method: str = "atc_mc",
+        harm_method: str | None = None,
         residual_threshold: float = 3.0,
     ) -> WindowAssessor:
         """Args:
         card: a loaded model card (fields missing from older checkpoints are simply skipped).
         drop_points: the harm alert fires when the estimate is more than this many points below held-out.
         harm_windows: consecutive windows the drop must last.
-        harm_method: the estimate the alert watches (atc_mc, atc_ne, ac or doc).
+        harm_method: the estimate the alert watches (one of `estimation.METHODS`; default: the card's
+            primary method, COT, or ATC-MC on a card without class shares).
         residual_threshold: |chi-squared residual| from which a class counts as moved.
         """
         return cls.from_fields(
@@ -80,13 +82,17 @@ class WindowAssessor:
         explanation: dict[str, Any] | None = None,
         drop_points: float = 5.0,
         harm_windows: int = 2,
-        harm_method: str = "atc_mc",
+        harm_method: str | None = None,
         residual_threshold: float = 3.0,
     ) -> WindowAssessor:
         """The same from the card's field states (e.g. in the drift callback, before a card exists)."""
-        if harm_method not in ("atc_mc", "atc_ne", "ac", "doc"):
-            raise ValueError(f"harm_method must be one of atc_mc, atc_ne, ac, doc; got {harm_method!r}.")
         reference = EstimationReference.from_state_dict(estimation) if estimation else None
+        available = CONFIDENCE_METHODS if reference is None or not reference.has_transport else METHODS
+        if harm_method is not None and harm_method not in available:
+            raise ValueError(
+                f"harm_method must be one of {', '.join(available)} for this model card; got {harm_method!r}."
+            )
+        harm_method = harm_method or (reference.primary if reference is not None else "atc_mc")
         mmd = (drift or {}).get("mmd") or {}
         return cls(
             class_names=tuple(class_names),
@@ -218,7 +224,8 @@ def assess_windows(
             "heldout": assessor.estimation.heldout_accuracy,
             "temperature": assessor.estimation.temperature,
             "methods": {
-                m: sum(r[f"acc_{m}"] for r in rows) / len(rows) for m in ("atc_mc", "atc_ne", "ac", "doc")
+                m: sum(r[f"acc_{m}"] for r in rows) / len(rows)
+                for m in (METHODS if assessor.estimation.has_transport else CONFIDENCE_METHODS)
             },
             "harm_method": assessor.harm_method,
             "drop_points": assessor.harm.drop_points,

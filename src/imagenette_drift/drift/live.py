@@ -41,7 +41,8 @@ class LiveWindow:
             each one missing only leaves its answers null).
         window: images per window (default: the drift reference's window size, else 200).
         harm_drop, harm_windows: the harm alert fires after `harm_windows` consecutive full windows whose
-            ATC-MC estimate is more than `harm_drop` points below the held-out accuracy.
+            estimate (the card's primary method: COT, or ATC-MC on older cards) is more than `harm_drop` points
+            below the held-out accuracy.
         """
         self.assessor = WindowAssessor.from_card(card, harm_drop, harm_windows)
         self.window = int(window or (card.drift or {}).get("window_size") or 200)
@@ -73,17 +74,20 @@ class LiveWindow:
         return torch.from_numpy(np.stack(rows))
 
     def accuracy(self) -> dict[str, Any]:
-        """{"accuracy": {method: AccuracyEstimateAnswer} or None, "heldout_accuracy", "harm"} of the window."""
+        """{"accuracy": {method: AccuracyEstimateAnswer} or None, "heldout_accuracy", "harm", "estimate_method",
+        "estimate_note"} of the window."""
         estimation = self.assessor.estimation
-        heldout = None if estimation is None else estimation.heldout_accuracy
-        if estimation is None or not self._probs:
-            return {"accuracy": None, "heldout_accuracy": heldout, "harm": None}
+        if estimation is None:
+            return {"accuracy": None, "heldout_accuracy": None, "harm": None}
+        method = {"estimate_method": self.assessor.harm_method, "estimate_note": estimation.note}
+        if not self._probs:
+            return {"accuracy": None, "heldout_accuracy": estimation.heldout_accuracy, "harm": None} | method
         estimates = estimation.estimate(self._tensor(self._probs))
         return {
             "accuracy": {m: AccuracyEstimateAnswer(**e.to_dict()) for m, e in estimates.items()},
-            "heldout_accuracy": heldout,
+            "heldout_accuracy": estimation.heldout_accuracy,
             "harm": self.assessor.harm.alerting,
-        }
+        } | method
 
     def explanation(self) -> DriftExplanation | None:
         """The latest window's explanation (None without an explanation reference or before 2 images).

@@ -2,7 +2,8 @@
 
 Model-quality checks use each revision's logged records and its own model card:
 
-- estimated top-1 (ATC-MC on the card's estimation reference, Garg et al., ICLR 2022; `drift/estimation.py`),
+- estimated top-1 on each revision's own card (`estimation/`): COT (Lu et al., NeurIPS 2023) when both cards
+  store the held-out class shares, else ATC-MC (Garg et al., ICLR 2022), the same method for both,
 - unfamiliar share (the share of records the server scored unfamiliar, `drift/familiarity.py`),
 - class-share shift between the revisions' predicted classes: total-variation distance, and the chi-squared
   test of homogeneity of the 2 x C table of counts (`scipy.stats.chi2_contingency`).
@@ -29,7 +30,7 @@ import pyarrow.compute as pc
 import torch
 
 from imagenette_drift.card import ModelCard
-from imagenette_drift.drift.estimation import EstimationReference
+from imagenette_drift.estimation.reference import EstimationReference
 from imagenette_drift.monitoring.stats import list_matrix
 from imagenette_drift.release.serving_metrics import ServingMetrics
 
@@ -87,6 +88,7 @@ class RevisionStats:
     unfamiliar_share: float | None
     class_counts: dict[str, int]
     serving: ServingMetrics | None = None
+    estimation_method: str | None = None  # the estimator behind `estimated_accuracy`
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -133,21 +135,28 @@ class CanaryDecision:
 
 def revision_stats(
     name: str, records: pa.Table, card: ModelCard, model_sha256: str, revision: str | None,
-    serving: ServingMetrics | None = None,
+    serving: ServingMetrics | None = None, method: str | None = None,
 ) -> RevisionStats:  # fmt: skip
-    """Statistics of one revision's records (`canary_log.COLUMNS`), estimated with its own card."""
+    """Statistics of one revision's records (`canary_log.COLUMNS`), estimated with its own card.
+
+    `method`: the estimator (`estimation.shared_method` of both cards, so both revisions use one); default:
+    the card's primary."""
     n = records.num_rows
     estimated = None
-    if n and card.estimation:
-        probs = torch.from_numpy(list_matrix(records["probs"]))
-        estimated = EstimationReference.from_state_dict(card.estimation).estimate(probs)["atc_mc"].estimate
+    if card.estimation:
+        reference = EstimationReference.from_state_dict(card.estimation)
+        method = method or reference.primary
+        if n:
+            probs = torch.from_numpy(list_matrix(records["probs"]))
+            estimated = reference.estimate(probs)[method].estimate
     unfamiliar = records["unfamiliar"]
     n_known = n - unfamiliar.null_count
     share = float(pc.mean(unfamiliar.cast(pa.float64())).as_py()) if n_known else None
     counts = Counter(records["predicted_wnid"].to_pylist())
     return RevisionStats(
-        name, model_sha256, revision, n, estimated, n_known, share, dict(sorted(counts.items())), serving
-    )
+        name, model_sha256, revision, n, estimated, n_known, share, dict(sorted(counts.items())), serving,
+        method if card.estimation else None,
+    )  # fmt: skip
 
 
 def class_shift(stable: dict[str, int], canary: dict[str, int]) -> tuple[float, float, float]:
@@ -291,7 +300,8 @@ def format_table(decision: CanaryDecision) -> str:
         f"| model | `{s.model_sha256[:12]}` | `{c.model_sha256[:12]}` |",
         f"| revision | {s.revision or '-'} | {c.revision or '-'} |",
         f"| records | {s.n} | {c.n} |",
-        f"| estimated top-1 (ATC-MC) | {pct(s.estimated_accuracy)} | {pct(c.estimated_accuracy)} |",
+        f"| estimated top-1 ({c.estimation_method or s.estimation_method or '-'}) | {pct(s.estimated_accuracy)} | "
+        f"{pct(c.estimated_accuracy)} |",
         f"| unfamiliar share | {pct(s.unfamiliar_share)} | {pct(c.unfamiliar_share)} |",
         f"| 5xx rate | {errors(s.serving)} | {errors(c.serving)} |",
         f"| p95 latency | {ms(s.serving)} | {ms(c.serving)} |",

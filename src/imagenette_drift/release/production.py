@@ -1,8 +1,9 @@
 """Judge a candidate against the champion on a production window: both models replay the logged images.
 
 Each model answers the window's logged images (`serve --log-images`) through the inference core, as the
-gate's test-set evaluation does, and is measured with its own model card: estimated accuracy by ATC-MC (Garg
-et al., ICLR 2022; `drift/estimation.py`), the share of images beyond its familiarity thresholds (k-NN
+gate's test-set evaluation does, and is measured with its own model card: estimated accuracy by COT (Lu et
+al., NeurIPS 2023) when both cards store the held-out class shares, else by ATC-MC (Garg et al., ICLR 2022;
+`estimation/`), one method for both, the share of images beyond its familiarity thresholds (k-NN
 distance, Sun et al. 2022; `drift/familiarity.py`) and, where `/feedback` labels exist, realized accuracy.
 The prediction shift between the two (share of images they label differently; total-variation distance of
 their predicted class shares) is shown, not judged: a retrained model is expected to change its answers.
@@ -35,8 +36,8 @@ from PIL import Image
 from imagenette_drift.card import ModelCard
 from imagenette_drift.checkpoint import InferenceModel
 from imagenette_drift.data.images import pil_to_tensor
-from imagenette_drift.drift.estimation import EstimationReference
 from imagenette_drift.drift.familiarity import FamiliarityReference
+from imagenette_drift.estimation.reference import EstimationReference, shared_method
 from imagenette_drift.monitoring.stats import decode_embeddings, list_matrix
 from imagenette_drift.release.window import TRAINED_COLUMN, ProductionWindow
 
@@ -61,6 +62,7 @@ class WindowEvaluation:
     n_labelled: int
     realized_accuracy: float | None
     predicted: list[str] = field(repr=False)
+    estimation_method: str | None = None  # the estimator behind `estimated_*`
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,7 @@ def measure(
     embeddings: torch.Tensor | None,
     unfamiliar: np.ndarray | None,
     labels: list[str | None],
+    method: str | None = None,
 ) -> WindowEvaluation:
     """A model's window figures from its answers (probs (N, C), embeddings (N, D)) and its card's references.
 
@@ -156,8 +159,12 @@ def measure(
     predicted = [model_card.wnids[i] for i in probs.argmax(dim=1).tolist()]
     est = lower = upper = None
     if model_card.estimation:
-        atc = EstimationReference.from_state_dict(model_card.estimation).estimate(probs)["atc_mc"]
-        est, lower, upper = atc.estimate, atc.lower, atc.upper
+        reference = EstimationReference.from_state_dict(model_card.estimation)
+        method = method or reference.primary
+        estimate = reference.estimate(probs)[method]
+        est, lower, upper = estimate.estimate, estimate.lower, estimate.upper
+    else:
+        method = None
     share = None
     if unfamiliar is not None and len(unfamiliar):
         share = float(np.mean(unfamiliar))
@@ -167,7 +174,7 @@ def measure(
     pairs = [(p, y) for p, y in zip(predicted, labels, strict=True) if y is not None]
     realized = sum(p == y for p, y in pairs) / len(pairs) if pairs else None
     return WindowEvaluation(
-        sha256, source, len(probs), est, lower, upper, share, len(pairs), realized, predicted
+        sha256, source, len(probs), est, lower, upper, share, len(pairs), realized, predicted, method
     )
 
 
@@ -208,8 +215,9 @@ def compare_on_window(
     images = with_images["image"].to_pylist()
     champ_emb, champ_probs = replay(champion, images, batch_size)
     cand_emb, cand_probs = replay(candidate, images, batch_size)
-    champ = measure(champion.card, champion.sha256, "replay", champ_probs, champ_emb, None, labels)
-    cand = measure(candidate.card, candidate.sha256, "replay", cand_probs, cand_emb, None, labels)
+    method = shared_method(champion.card.estimation, candidate.card.estimation)
+    champ = measure(champion.card, champion.sha256, "replay", champ_probs, champ_emb, None, labels, method)
+    cand = measure(candidate.card, candidate.sha256, "replay", cand_probs, cand_emb, None, labels, method)
     logged = with_images["predicted_wnid"].to_pylist()
     replay_agreement = float(np.mean([a == b for a, b in zip(champ.predicted, logged, strict=True)]))
     disagreement = float(np.mean([a != b for a, b in zip(champ.predicted, cand.predicted, strict=True)]))
@@ -281,7 +289,8 @@ def format_window_table(comparison: WindowComparison) -> str:
         "| --- | ---: | ---: | ---: |",
         f"| answered by | {_source(champ)} | {_source(cand)} | |",
     ]
-    lines.append(_row("estimated accuracy (ATC-MC)", champ, cand, "estimated_accuracy"))
+    method = (cand and cand.estimation_method) or (champ and champ.estimation_method) or "-"
+    lines.append(_row(f"estimated accuracy ({method})", champ, cand, "estimated_accuracy"))
     lines.append(_row("unfamiliar share", champ, cand, "unfamiliar_share"))
     n = champ.n_labelled
     lines.append(

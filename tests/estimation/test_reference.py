@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from imagenette_drift.drift.estimation import (
+from imagenette_drift.estimation import (
     EstimationReference,
     HarmAlert,
     apply_temperature,
@@ -107,7 +107,7 @@ def test_harm_alert_needs_k_consecutive_windows_below_the_line():
 
 
 def test_window_estimator_returns_the_chosen_estimate_of_a_numpy_window():
-    from imagenette_drift.drift.estimation import window_estimator
+    from imagenette_drift.estimation import window_estimator
 
     reference = EstimationReference.fit(*_calibrated(500, 2.0, seed=6))
     probs = _calibrated(100, 2.0, seed=7)[0].softmax(1)
@@ -116,3 +116,43 @@ def test_window_estimator_returns_the_chosen_estimate_of_a_numpy_window():
         assert estimator(probs.numpy(), None) == reference.estimate(probs)[method].estimate
     with pytest.raises(ValueError, match="method must be one of"):
         window_estimator(reference.state_dict(), "oracle")
+
+
+def _version_1(reference: EstimationReference) -> dict:
+    """The `estimation` field as cards written before transport-based estimation stored it."""
+    keys = ("temperature", "atc_threshold_mc", "atc_threshold_ne", "heldout_accuracy", "heldout_confidence")
+    return {"version": 1, "n_heldout": reference.n_heldout} | {k: getattr(reference, k) for k in keys}
+
+
+def test_a_version_1_card_loads_and_falls_back_to_atc_mc_with_a_note():
+    from imagenette_drift.estimation import shared_method, window_estimator
+
+    reference = EstimationReference.fit(*_calibrated(500, 2.0, seed=8))
+    old = EstimationReference.from_state_dict(_version_1(reference))
+    assert reference.primary == "cot" and reference.note is None
+    assert old.primary == "atc_mc" and "retrain" in old.note
+    probs = _calibrated(100, 2.0, seed=9)[0].softmax(1)
+    assert set(old.estimate(probs)) == {"atc_mc", "atc_ne", "ac", "doc"}
+    assert old.estimate(probs)["atc_mc"] == reference.estimate(probs)["atc_mc"]
+    assert window_estimator(_version_1(reference))(probs.numpy()) == old.estimate(probs)["atc_mc"].estimate
+    with pytest.raises(ValueError, match="atc_mc, atc_ne, ac, doc for this card"):
+        window_estimator(_version_1(reference), "cot")
+    # Two models are compared on one estimator: COT only when both cards can compute it.
+    assert shared_method(reference.state_dict(), reference.state_dict()) == "cot"
+    assert shared_method(reference.state_dict(), _version_1(reference)) == "atc_mc"
+    assert shared_method(None, reference.state_dict()) == "cot"
+
+
+def test_cot_holds_on_a_calibrated_window_and_its_interval_widens_with_the_drop():
+    reference = EstimationReference.fit(*_calibrated(3000, 2.0, seed=3))
+    logits, labels = _calibrated(2000, 2.0, seed=12)
+    true = float((logits.argmax(1) == labels).float().mean())
+    estimates = reference.estimate(logits.softmax(1))
+    for method in ("cot", "cott", "nuclear"):
+        assert abs(estimates[method].estimate - true) < 0.04, (method, true, estimates[method])
+    collapsed = torch.zeros(200, 10)
+    collapsed[:, 2] = 1.0
+    cot = reference.estimate(collapsed)["cot"]
+    assert cot.estimate == pytest.approx(reference.class_shares[2], abs=0.01)
+    binomial = 1.96 * math.sqrt(cot.estimate * (1 - cot.estimate) / 200)
+    assert cot.upper - cot.estimate > binomial + 0.05  # the bias allowance of a large estimated drop

@@ -1,0 +1,249 @@
+"""A model card's label-free accuracy estimation: every method's estimate of a window, with an interval.
+
+Methods (all pure torch on the window's softmax rows, so they run wherever the serving runtime gives
+probabilities, ONNX included); the held-out values they need are fitted once at the end of training:
+
+- ``atc_mc``, ``atc_ne``: ATC on max confidence or negative entropy (Garg et al., ICLR 2022; `confidence`).
+- ``ac``: average confidence (Hendrycks & Gimpel, ICLR 2017), the mean max-softmax probability.
+- ``doc``: difference of confidences (Guillory et al., ICCV 2021): held-out accuracy minus the drop of average
+  confidence from the held-out split to the window.
+- ``cot``, ``cott``: confidence optimal transport and its thresholded variant (Lu et al., NeurIPS 2023;
+  `transport`), against the held-out class shares.
+- ``nuclear``: held-out accuracy plus the change of the normalised nuclear norm of the prediction matrix from
+  the held-out split to the window (Deng et al., ICML 2023).
+
+`EstimationReference.primary` names the estimate that decisions read (the harm alert, the gate, the canary,
+the monitor's table): ``cot`` when the card stores the held-out class shares, else ``atc_mc`` (cards written
+before COT; see `benchmarks/results/accuracy_estimation.md` for why ATC misses a collapse under corruption).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from imagenette_drift.estimation.confidence import (
+    apply_temperature,
+    atc_threshold,
+    confidence_scores,
+    fit_temperature,
+)
+from imagenette_drift.estimation.transport import (
+    cott_threshold,
+    nuclear_score,
+    transport_cost,
+    transport_plan,
+)
+
+__all__ = [
+    "METHODS",
+    "AccuracyEstimate",
+    "EstimationReference",
+    "estimate_accuracy",
+    "shared_method",
+    "window_estimator",
+]
+
+Method = Literal["atc_mc", "atc_ne", "ac", "doc", "cot", "cott", "nuclear"]
+METHODS: tuple[str, ...] = ("atc_mc", "atc_ne", "ac", "doc", "cot", "cott", "nuclear")
+CONFIDENCE_METHODS: tuple[str, ...] = ("atc_mc", "atc_ne", "ac", "doc")
+# Version 2 adds the transport fields (class shares, COTT threshold, held-out nuclear score); version 1 cards
+# still load and estimate with the confidence methods only.
+ESTIMATION_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
+FALLBACK_NOTE = (
+    "this model card predates transport-based estimation (no held-out class shares); decisions read ATC-MC, "
+    "which stays high when a corrupted input makes the model confidently wrong: retrain to store them"
+)
+
+
+@dataclass(frozen=True)
+class AccuracyEstimate:
+    """A window's estimated top-1 accuracy (fraction in [0, 1]) with a two-sided interval.
+
+    The interval adds, in quadrature, the binomial noise of a window of `n` images around the estimate
+    (``sqrt(p (1 - p) / n)``: the true accuracy of a finite window varies that much even when the estimator is
+    exact), the noise of the held-out values the method was calibrated on (``sqrt(a (1 - a) / n_heldout)``)
+    and an allowance for the estimator's own bias under shift: `EstimationReference.bias_fraction` times the
+    estimated drop below the held-out accuracy, as a standard deviation (zero on cards without it).
+    """
+
+    method: str
+    estimate: float
+    lower: float
+    upper: float
+    n: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _interval(
+    method: str, estimate: float, n: int, calibration_var: float, bias: float, z: float
+) -> AccuracyEstimate:
+    p = min(max(estimate, 0.0), 1.0)
+    half = z * math.sqrt(p * (1 - p) / n + calibration_var + bias**2)
+    return AccuracyEstimate(method, p, max(0.0, p - half), min(1.0, p + half), n)
+
+
+@dataclass(frozen=True)
+class EstimationReference:
+    """What label-free accuracy estimation needs from the held-out split, as the model card stores it.
+
+    Fit once at the end of training with `fit` (held-out logits and labels), then call `estimate` once per
+    window of softmax outputs; `primary` names the estimate that decisions read. Pitfalls: the confidence
+    methods miss a model that is confidently wrong on corrupted inputs; the transport methods (COT, COTT,
+    nuclear) read a pure label shift (other class proportions, same images) as errors.
+    """
+
+    temperature: float
+    atc_threshold_mc: float
+    atc_threshold_ne: float
+    heldout_accuracy: float
+    heldout_confidence: float
+    n_heldout: int
+    # Version 2 (None on cards written before it):
+    class_shares: tuple[float, ...] | None = None  # (C,) held-out label distribution
+    cott_threshold: float | None = None
+    heldout_cot_error: float | None = None  # COT's estimated error on the held-out split itself
+    heldout_nuclear: float | None = None
+    # The interval's allowance for the estimator's own bias: this fraction of the estimated drop from the
+    # held-out accuracy, as a standard deviation (set from the benchmark's leave-one-family-out residuals).
+    bias_fraction: float = 0.0
+
+    @classmethod
+    def fit(cls, logits: Tensor, labels: Tensor, bias_fraction: float = 0.45) -> EstimationReference:
+        """Fit temperature scaling, then each method's held-out values on the scaled probabilities.
+
+        Args:
+            logits: (N, C) held-out logits (or log-probabilities).
+            labels: (N,) held-out class indices.
+            bias_fraction: see the field of that name; 0.45 is what the benchmark fits on meta-sets of all
+                four corruption families (0.36-0.50 leaving one out; `benchmarks/results/accuracy_estimation.md`).
+        """
+        temperature = fit_temperature(logits, labels)
+        probs = (logits.detach().float().cpu() / temperature).softmax(dim=1)
+        labels = labels.detach().long().cpu()
+        correct = probs.argmax(dim=1) == labels
+        accuracy = float(correct.float().mean())
+        shares = torch.bincount(labels, minlength=probs.shape[1]).float() / len(labels)
+        return cls(
+            temperature=temperature,
+            atc_threshold_mc=atc_threshold(confidence_scores(probs, "max_confidence"), correct),
+            atc_threshold_ne=atc_threshold(confidence_scores(probs, "negative_entropy"), correct),
+            heldout_accuracy=accuracy,
+            heldout_confidence=float(probs.amax(dim=1).mean()),
+            n_heldout=len(labels),
+            class_shares=tuple(float(s) for s in shares),
+            cott_threshold=cott_threshold(probs, shares, 1.0 - accuracy),
+            heldout_cot_error=transport_cost(probs, shares),
+            heldout_nuclear=nuclear_score(probs),
+            bias_fraction=bias_fraction,
+        )
+
+    @property
+    def has_transport(self) -> bool:
+        """Whether the card stores what COT, COTT and the nuclear norm need (version 2)."""
+        return self.class_shares is not None
+
+    @property
+    def primary(self) -> str:
+        """The method decisions read: ``cot``, or ``atc_mc`` on a card without class shares."""
+        return "cot" if self.has_transport else "atc_mc"
+
+    @property
+    def note(self) -> str | None:
+        """Why the primary method is a fallback (None when it is not)."""
+        return None if self.has_transport else FALLBACK_NOTE
+
+    def estimate(self, probs: Tensor, z: float = 1.96) -> dict[str, AccuracyEstimate]:
+        """Every method's estimate for one window of (N, C) softmax rows (unscaled, as served).
+
+        Methods needing version-2 fields are left out on older cards. `z` sets the interval's width (1.96:
+        about 95%).
+        """
+        scaled = apply_temperature(probs, self.temperature)
+        n = len(scaled)
+        a = self.heldout_accuracy
+        calibration_var = a * (1 - a) / max(self.n_heldout, 1)
+        confidence = float(scaled.amax(dim=1).mean())
+        values = {
+            "atc_mc": float(
+                (confidence_scores(scaled, "max_confidence") > self.atc_threshold_mc).float().mean()
+            ),
+            "atc_ne": float(
+                (confidence_scores(scaled, "negative_entropy") > self.atc_threshold_ne).float().mean()
+            ),
+            "ac": confidence,
+            "doc": a - (self.heldout_confidence - confidence),
+        }
+        if self.has_transport:
+            shares = torch.tensor(self.class_shares)
+            plan = transport_plan(scaled, shares)
+            cost = 1.0 - scaled
+            values["cot"] = 1.0 - float((plan * cost).sum())
+            values["cott"] = 1.0 - float(plan[cost > self.cott_threshold].sum())
+            values["nuclear"] = a + nuclear_score(scaled) - self.heldout_nuclear
+        return {
+            m: _interval(m, v, n, calibration_var, self.bias_fraction * max(0.0, a - v), z)
+            for m, v in values.items()
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain numbers and lists, for `torch.load(weights_only=True)`."""
+        state = asdict(self)
+        if self.class_shares is not None:
+            state["class_shares"] = list(self.class_shares)
+        return {"version": ESTIMATION_VERSION} | state
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> EstimationReference:
+        """Load a card's `estimation` field, of this version or an older one (estimating with fewer methods)."""
+        version = state.get("version")
+        if version not in SUPPORTED_VERSIONS:
+            raise ValueError(
+                f"Estimation reference version {version} is not supported (expected one of "
+                f"{', '.join(map(str, SUPPORTED_VERSIONS))}); retrain to store a current one."
+            )
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in state.items() if k in known}
+        if values.get("class_shares") is not None:
+            values["class_shares"] = tuple(float(s) for s in values["class_shares"])
+        return cls(**values)
+
+
+def estimate_accuracy(state: dict[str, Any], probs: Tensor, z: float = 1.96) -> dict[str, dict[str, Any]]:
+    """One call per window: every method's estimate as plain dicts, from the card's `estimation` state."""
+    reference = EstimationReference.from_state_dict(state)
+    return {m: e.to_dict() for m, e in reference.estimate(probs, z).items()}
+
+
+def shared_method(*states: dict[str, Any] | None) -> str:
+    """The primary method every given card's `estimation` state can compute, so two models are compared on one
+    estimator: ``cot`` when all store the held-out class shares, else ``atc_mc`` (None states are skipped)."""
+    references = [EstimationReference.from_state_dict(s) for s in states if s]
+    return "cot" if references and all(r.has_transport for r in references) else "atc_mc"
+
+
+def window_estimator(state: dict[str, Any], method: Method | None = None) -> Callable[..., float]:
+    """A per-window estimator for a fleet monitor: `(probs (n, C) array, *context) -> estimated top-1`.
+
+    Args:
+        state: the model card's `estimation` field.
+        method: which estimate to return (default: the card's `EstimationReference.primary`).
+    """
+    reference = EstimationReference.from_state_dict(state)
+    method = method or reference.primary
+    available = METHODS if reference.has_transport else CONFIDENCE_METHODS
+    if method not in available:
+        raise ValueError(f"method must be one of {', '.join(available)} for this card; got {method!r}.")
+
+    def estimate(probs: Any, *_: Any) -> float:
+        return reference.estimate(torch.as_tensor(probs, dtype=torch.float32))[method].estimate
+
+    return estimate
