@@ -145,6 +145,33 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def full_epoch_checkpoint(full_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One epoch of the real config on the full data at 96/112 px (a few minutes on 2 cores; once per run, shared
+    by every worker): a model far better than the sample's, where a test needs a wide margin between models.
+    `$IMAGENETTE_FULL_CHECKPOINT` replaces it."""
+    if os.environ.get("IMAGENETTE_FULL_CHECKPOINT"):
+        return Path(os.environ["IMAGENETTE_FULL_CHECKPOINT"])
+    argv = [
+        "fit",
+        "--config",
+        str(CONFIGS / "imagenette.yaml"),
+        f"--data.root={full_root}",
+        "--trainer.max_epochs=1",
+        "--data.image_size=112",
+        "--data.train_image_size=96",
+        "--data.train_size_schedule=null",
+        "--model.tta_flip=false",
+    ]
+    return (
+        fit_once(tmp_path_factory, "full-epoch", argv)
+        / "outputs"
+        / "imagenette"
+        / "checkpoints"
+        / "last.ckpt"
+    )
+
+
+@pytest.fixture(scope="session")
 def trained_checkpoint(trained_run: Path) -> Path:
     return trained_run / "checkpoints" / "last.ckpt"
 

@@ -15,31 +15,14 @@ import pytest
 
 from imagenette_drift.cli import cli_main
 from imagenette_drift.data.layout import scan_split
-from tests.conftest import CONFIGS, fit_once, import_or_fail
+from tests.conftest import import_or_fail
 
 pytestmark = [pytest.mark.slow, pytest.mark.full_data]
 
 
 @pytest.fixture(scope="module")
-def full_checkpoint(full_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if os.environ.get("IMAGENETTE_FULL_CHECKPOINT"):
-        return Path(os.environ["IMAGENETTE_FULL_CHECKPOINT"])
-    run_dir = fit_once(
-        tmp_path_factory,
-        "full-epoch",
-        [
-            "fit",
-            "--config",
-            str(CONFIGS / "imagenette.yaml"),
-            f"--data.root={full_root}",
-            "--trainer.max_epochs=1",
-            "--data.image_size=112",
-            "--data.train_image_size=96",
-            "--data.train_size_schedule=null",
-            "--model.tta_flip=false",
-        ],
-    )
-    return run_dir / "outputs" / "imagenette" / "checkpoints" / "last.ckpt"
+def full_checkpoint(full_epoch_checkpoint: Path) -> Path:
+    return full_epoch_checkpoint
 
 
 def _window(full_root: Path, shares: dict[int, int], folder: Path, seed: int = 0) -> Path:
