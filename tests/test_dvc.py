@@ -129,7 +129,8 @@ def test_repro_runs_the_pipeline_end_to_end(repo: Path, env: dict[str, str], rep
     test_run = json.loads((repo / "outputs/pipeline/test/test_metrics.json").read_text())
     assert metrics["test"]["top1"] == test_run["test/acc"] and 0.0 <= metrics["test"]["top1"] <= 1.0
     assert set(metrics["drift"]) == {"fpr", "power"}
-    assert set(metrics["drift"]["power"]) == {"mmd", "ks", "chi2", "inputs"}
+    # windows of 20: fewer than 5 images per class, so no label-shift (chi-squared) test
+    assert set(metrics["drift"]["power"]) == {"mmd", "ks", "inputs"}
     report = (repo / "outputs/pipeline/report/report.md").read_text()
     assert f"| test/top1 | {metrics['test']['top1']:.4f} |" in report
     assert (repo / "outputs/pipeline/report/learning_curves.png").read_bytes()[:4] == b"\x89PNG"

@@ -34,7 +34,10 @@ PYTHON = Path(sys.executable)
 # Tools whose README lines are exercised elsewhere (named so that a new tool is a conscious addition).
 KNOWN_TOOLS = {
     "curl": "tests/serve (real server, every route)",
-    "docker": "tests/test_docker.py (hadolint; no engine here)",
+    "docker": "tests/containers (podman builds and runs both images; docker spells the commands the same)",
+    "podman": "tests/containers (both images built and run)",
+    "bootstrap_base.sh": "tests/containers/conftest.py (.ci/run calls it before the suite)",
+    "in_image.sh": "tests/containers/test_training_image.py (fit and test inside the training image)",
     "dvc": "tests/test_dvc.py (real DVC)",
     "source": "shell built-in",
     "export": "shell built-in",
