@@ -25,7 +25,7 @@ def worse_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def collapsed_checkpoint(trained_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def collapsed_checkpoint(full_epoch_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The session's model with its head collapsed onto the class rarest in its held-out split: every image is
     called that class with near-certainty, as a model that broke under a corruption does. The card is the
     trained model's, so its confidence thresholds (ATC) are fooled: confident answers look right."""
@@ -33,7 +33,7 @@ def collapsed_checkpoint(trained_checkpoint: Path, tmp_path_factory: pytest.Temp
 
     from imagenette_drift.card import CHECKPOINT_KEY
 
-    state = torch.load(trained_checkpoint, map_location="cpu", weights_only=True)
+    state = torch.load(full_epoch_checkpoint, map_location="cpu", weights_only=True)
     shares = torch.tensor(state[CHECKPOINT_KEY]["estimation"]["class_shares"])
     weight = next(k for k in state["state_dict"] if k.endswith("fc.weight"))
     bias = weight.removesuffix("weight") + "bias"
@@ -136,11 +136,11 @@ def served_log(trained_checkpoint: Path, tmp_path_factory: pytest.TempPathFactor
 
 
 @pytest.fixture(scope="session")
-def unlabelled_log(trained_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> ServedLog:
-    """The session's model served with --log-images: 20 test images, none labelled."""
+def unlabelled_log(full_epoch_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> ServedLog:
+    """The full-data epoch's model served with --log-images: 20 test images, none labelled."""
     root = tmp_path_factory.mktemp("unlabelled") / "log"
     test = sorted((SAMPLE_ROOT / "val").rglob("*.JPEG"))[::2]
-    return _serve_and_send(trained_checkpoint, root, [(p, False) for p in test], "--log-images")
+    return _serve_and_send(full_epoch_checkpoint, root, [(p, False) for p in test], "--log-images")
 
 
 @pytest.fixture(scope="session")
