@@ -127,7 +127,10 @@ def test_a_fit_uses_and_records_the_precision_the_flags_call_for(in_tmp: Path) -
     # after another one in the same test process would log into that first run's folder).
     exe = Path(sys.executable).with_name("imagenette")
     argv = quickstart_args("fit", "--trainer.max_epochs=1", "--trainer.limit_train_batches=2")
-    done = subprocess.run([str(exe), *argv], cwd=in_tmp, capture_output=True, text=True, timeout=600)
+    # Without the W&B service token an earlier in-process run of this test process left in the environment: with
+    # it the command would log through that process's W&B service instead of starting its own.
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    done = subprocess.run([str(exe), *argv], cwd=in_tmp, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (
         f"Precision {expected}: auto: {by_flags.reason}." in done.stdout + done.stderr
