@@ -46,6 +46,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
         "imagenette_drift.commands.gate",
         "imagenette_drift.commands.canary",
         "imagenette_drift.commands.export_labelled",
+        "imagenette_drift.storage.filesystem",  # gcsfs/fsspec: how DuckDB and Ray Data read a gs:// log
     ),
     "scale": ("imagenette_drift.monitoring.engines", "ray.data"),
     "corruptions": ("imagenette_drift.corruptions",),
@@ -61,6 +62,9 @@ OTHER_EXTRA_FEATURES = {
     "google": "serve",
     "google_crc32c": "serve",
     "corrupt_tta": "corruptions",
+    "gcsfs": "monitor",  # storage.errors names a gcsfs failure when the monitor's log reader raised one
+    "aiohttp": "monitor",
+    "requests": "serve",
 }
 
 
