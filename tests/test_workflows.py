@@ -96,8 +96,11 @@ def test_ci_covers_the_issue() -> None:
     assert _calls(jobs["test"], "bash", ".ci/run")
     built = {s["with"]["file"] for s in _uses(jobs["train"], "docker/build-push-action")}
     assert built == {"Dockerfile", "Dockerfile.serve"}
-    # Train, test, drift and report run inside the image (`docker run ... "$IMAGE" <command>`).
-    in_image = [argv[argv.index("$IMAGE") + 1] for argv in _calls(jobs["train"], "docker", "run")]
+    # Train, test, drift and report run inside the image, through the script tests/containers runs too
+    # (`scripts/containers/in_image.sh "$IMAGE" <command> ...`).
+    in_image = [
+        argv[argv.index("$IMAGE") + 1] for argv in _calls(jobs["train"], "scripts/containers/in_image.sh")
+    ]
     assert {"fit", "test", "drift", "report"} <= set(in_image), in_image
     assert _calls(jobs["train"], "dvc", "pull") and _calls(jobs["train"], "cml", "comment", "create")
     main_push = "github.event_name == 'push' && github.ref == 'refs/heads/main'"

@@ -60,6 +60,8 @@ def test_in_process_predictions_and_drift_equal_a_direct_computation(trained_che
         **status.to_dict(),
         accuracy={m: e.to_dict() for m, e in estimates.items()},
         heldout_accuracy=estimation.heldout_accuracy,
+        estimate_method=estimation.primary,  # the card's primary estimate, as the app shows it
+        estimate_note=estimation.note,
         harm=False,  # no full window of 20 yet
         explanation=backend.drift().explanation,  # checked against a server in test_app_explanation.py
     )

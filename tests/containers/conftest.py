@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, skip_or_fail
+from tests.conftest import REPO, shared_dir, skip_or_fail
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
@@ -40,11 +40,13 @@ def built_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         )
     if podman("image", "exists", BASE_IMAGE, check=False).returncode != 0:
         skip_or_fail(f"the base image {BASE_IMAGE} is missing (run scripts/containers/bootstrap_base.sh)")
-    log = tmp_path_factory.mktemp("build") / "build.log"
-    with open(log, "w") as out:
-        result = subprocess.run(
-            [sys.executable, str(BUILD)], stdout=subprocess.PIPE, stderr=out, text=True, timeout=3600
-        )
+    # One build at a time across pytest-xdist workers (a second worker finds every layer cached).
+    with shared_dir(tmp_path_factory, "image-build") as (folder, _):
+        log = folder / f"build-{os.getpid()}.log"
+        with open(log, "w") as out:
+            result = subprocess.run(
+                [sys.executable, str(BUILD)], stdout=subprocess.PIPE, stderr=out, text=True, timeout=3600
+            )
     assert result.returncode == 0, f"the image build failed:\n{log.read_text()[-4000:]}"
     built = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     return {"train": built[0]["tag"], "serve": built[1]["tag"]}
