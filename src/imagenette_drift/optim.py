@@ -104,6 +104,7 @@ class ConvMuonSGD(torch.optim.Optimizer):
                 f"ConvMuonSGD ns_dtype must be 'auto', 'bfloat16' or 'float32', got {ns_dtype!r}."
             )
         self.ns_dtype = ns_dtype
+        self._ns_dtypes: dict[torch.device, torch.dtype] = {}  # `auto` resolved once per device
         defaults = {
             "lr": lr,
             "momentum": momentum,
@@ -143,10 +144,12 @@ class ConvMuonSGD(torch.optim.Optimizer):
         return loss
 
     def _ns_dtype(self, device: torch.device) -> torch.dtype:
-        """The Newton-Schulz dtype on `device` (`auto` resolved once per device type by the hardware check)."""
+        """The Newton-Schulz dtype on `device`: `auto` asks the hardware check once per device, not per step."""
         if self.ns_dtype != "auto":
             return getattr(torch, self.ns_dtype)
-        return torch.bfloat16 if device_bf16(device).native else torch.float32
+        if device not in self._ns_dtypes:
+            self._ns_dtypes[device] = torch.bfloat16 if device_bf16(device).native else torch.float32
+        return self._ns_dtypes[device]
 
     def _conv_update(self, param: torch.Tensor, group: dict[str, Any]) -> None:
         grad, momentum = param.grad, group["momentum"]
