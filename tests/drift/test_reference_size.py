@@ -47,6 +47,22 @@ def test_the_table_is_looked_up_by_window_and_tests() -> None:
     )
 
 
+def test_the_smaller_window_suggested_is_one_whose_own_tests_the_reference_calibrates() -> None:
+    """The label-shift test runs only from 5 records per class, so windows of 20 run MMD and the input statistics
+    alone: a 60-image reference calibrates them there (40 needed), though not the 100-window's chi-squared."""
+
+    def tests(window: int) -> tuple[str, ...]:
+        return ("mmd", "inputs") + (("chi2",) if window >= 50 else ())
+
+    with pytest.raises(ReferenceTooSmallError, match=r"or test windows of at most 20 images\.$"):
+        check_reference_size(60, 100, tests)
+    # Read as one fixed set (chi-squared at every size), no smaller window would do, and none was suggested.
+    with pytest.raises(ReferenceTooSmallError) as error:
+        check_reference_size(60, 100, ("mmd", "inputs", "chi2"))
+    assert "at most" not in str(error.value)
+    check_reference_size(60, 20, tests)  # the suggested window runs
+
+
 @pytest.fixture(scope="module")
 def small_reference_checkpoint(trained_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The session's model with its drift reference fitted on 8 held-out images, as the quickstart's 10% split
@@ -111,6 +127,21 @@ def test_monitor_and_drift_refuse_a_reference_too_small_for_the_window(
         assert exit_info.value.code == 2
         assert err.count("\n") == 0 and "holds 8 images, fewer than the" in err and "--refit-reference" in err
         assert not (tmp_path / "out" / "windows.parquet").exists() and not (tmp_path / "drift").exists()
+    # A window larger than the folder is one window of the folder: refused for that size, saying so first.
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(
+            [
+                "drift",
+                f"--data.predict_dir={SAMPLE_ROOT / 'val'}",
+                f"--output={tmp_path / 'drift'}",
+                "--window=50",
+                f"--ckpt_path={small_reference_checkpoint}",
+            ]
+        )
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2 and out == "" and not (tmp_path / "drift").exists()
+    assert err.strip().count("\n") == 0 and "--window 50 is more than the folder's 40 images" in err
+    assert "windows of 40" in err
     # The session's checkpoint holds the sample's 40 held-out images: windows of 20 run.
     cli_main(
         [

@@ -386,3 +386,14 @@ def test_reusing_out_with_another_log_is_refused_in_one_line(
     assert exit_info.value.code == 2 and err[-1].startswith("imagenette monitor: error: ")
     assert "holds a monitor of log" in err[-1] and "pass another --out" in err[-1]
     assert "Traceback" not in "\n".join(err)
+
+
+def test_an_empty_log_says_nothing_was_read_rather_than_all_clear(
+    trained_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    log = tmp_path / "inference-log"  # a server started with --log that has served nothing yet
+    log.mkdir()
+    status = _monitor(log, trained_checkpoint, tmp_path / "out", "--window=20")
+    out = capsys.readouterr().out
+    assert status.windows == [] and status.files_read == 0 and not status.alert.active
+    assert f"no prediction records of this checkpoint in {log} yet" in out and "alert clear" not in out

@@ -19,7 +19,7 @@ from imagenette_drift.data.root import resolve_root
 from imagenette_drift.drift.assessment import WindowAssessor, assess_windows, format_assessment
 from imagenette_drift.drift.image_stats import image_statistics
 from imagenette_drift.drift.reference import DriftReference
-from imagenette_drift.drift.reference_size import check_reference_size
+from imagenette_drift.drift.reference_size import ReferenceTooSmallError, check_reference_size
 from imagenette_drift.drift.windows import format_table, run_window_tests, window_tests, write_report
 from imagenette_drift.errors import BadCheckpointError, BadDataError, UserError
 from imagenette_drift.explain_report import add_thumbnails, write_drift_markdown
@@ -164,7 +164,7 @@ def refit_reference(model: InferenceModel, reference: DriftReference, args: argp
     except UserError as e:
         raise type(e)(f"--refit-reference: {e}") from e
     window = args.window or reference.window_size
-    check_reference_size(min(len(paths), 1000), window, window_tests(reference, window))
+    check_reference_size(min(len(paths), 1000), window, lambda n: window_tests(reference, n))
     refitted = DriftReference.fit(*embed_folder(model, paths, batch_size=args.batch_size), window_size=window)
     state = torch.load(args.ckpt_path, map_location="cpu", weights_only=True)
     state[CHECKPOINT_KEY]["drift"] = refitted.state_dict()
@@ -215,14 +215,24 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "(or omit it for the reference's)."
         )
     window = args.window
-    if window is not None and window > len(paths):
+    clamped = window is not None and window > len(paths)
+    if clamped:
         # A small folder (the sample, a pipeline's smoke data): one window of everything, said as it is.
-        print(
-            f"--window {window} is more than the {len(paths)} images: testing them as one window of {len(paths)}."
-        )
         window = len(paths)
     tested = window or min(reference.window_size, len(paths))
-    check_reference_size(reference.n_reference, tested, window_tests(reference, tested))
+    try:
+        check_reference_size(reference.n_reference, tested, lambda n: window_tests(reference, n))
+    except ReferenceTooSmallError as e:
+        if not clamped:
+            raise
+        raise ReferenceTooSmallError(
+            f"--window {args.window} is more than the folder's {len(paths)} images, so they would be tested as one "
+            f"window of {len(paths)}: {str(e)[0].lower()}{str(e)[1:]}"
+        ) from None
+    if clamped:
+        print(
+            f"--window {args.window} is more than the {len(paths)} images: testing them as one window of {len(paths)}."
+        )
     embeddings, probs, stats = embed_folder(model, paths, args.corruption, args.severity, args.batch_size)
     summary = run_window_tests(reference, embeddings, probs, stats, window, seed=args.seed)
     # What the model says the images are, by the checkpoint's class names (its data's class folders).

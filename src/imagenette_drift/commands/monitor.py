@@ -137,8 +137,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         sinks = build_sinks(args.webhook, args.github_repo, os.environ)
         context, sha = load_context(args.ckpt_path, args.cache_dir, args.alpha)
         if spec.kind == "count":
-            tests = calibrated_tests(context.reference, spec.size)
-            check_reference_size(context.reference.n_reference, spec.size, tests)
+            reference = context.reference
+            check_reference_size(reference.n_reference, spec.size, lambda n: calibrated_tests(reference, n))
         config = MonitorConfig(
             log=args.log,
             out_dir=args.out,
@@ -172,6 +172,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     status = monitor.run_once()
     for name, reason in status.files_skipped.items():
         print(f"skipped {name}: {reason}", file=sys.stderr)
+    if status.files_read == 0:
+        other = f" ({status.files_other_models} file(s) of other checkpoints)" if status.files_other_models else ""
+        print(
+            f"no prediction records of this checkpoint in {args.log} yet{other}: nothing tested, no alert. "
+            f"Point --log at the folder `imagenette serve --log` writes, after it has served requests.",
+            flush=True,
+        )
+        return
     print(
         f"{len(status.windows)} window(s) of {status.window} in {args.out / 'windows.parquet'}; "
         f"{status.files_read_this_run} new file(s) read, {status.pending_records} record(s) pending, "

@@ -10,7 +10,7 @@ it (its spread between references exceeds 0.04, so that fewer than 9 references 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from imagenette_drift.errors import UserError
 
@@ -72,13 +72,26 @@ def min_reference_size(window: int, tests: Iterable[str] = ALL_TESTS) -> int:
     return max(_for_window(MIN_REFERENCE[t], window) for t in tests)
 
 
-def reference_size_problem(n_reference: int, window: int, tests: Iterable[str] = ALL_TESTS) -> str | None:
-    """One line naming the sizes and the fixes when `n_reference` is below what `window` needs, else None."""
-    tests = tuple(tests)
-    needed = min_reference_size(window, tests)
+Tests = Iterable[str] | Callable[[int], Iterable[str]]
+
+
+def _tests_at(tests: Tests, window: int) -> tuple[str, ...]:
+    return tuple(tests(window) if callable(tests) else tests)
+
+
+def reference_size_problem(n_reference: int, window: int, tests: Tests = ALL_TESTS) -> str | None:
+    """One line naming the sizes and the fixes when `n_reference` is below what `window` needs, else None.
+
+    `tests` is the tests a window runs, or a function of the window size giving them (a smaller window may run
+    fewer: the label-shift test needs 5 records per class), so the suggested smaller window is one whose own
+    tests the reference calibrates.
+    """
+    if not callable(tests):
+        tests = tuple(tests)
+    needed = min_reference_size(window, _tests_at(tests, window))
     if n_reference >= needed:
         return None
-    fitting = [w for w in range(2, window) if min_reference_size(w, tests) <= n_reference]
+    fitting = [w for w in range(2, window) if min_reference_size(w, _tests_at(tests, w)) <= n_reference]
     window_fix = f", or test windows of at most {fitting[-1]} images" if fitting else ""
     return (
         f"the drift reference holds {n_reference} images, fewer than the {needed} that calibrate drift tests "
@@ -88,13 +101,14 @@ def reference_size_problem(n_reference: int, window: int, tests: Iterable[str] =
     )
 
 
-def check_reference_size(n_reference: int, window: int, tests: Iterable[str] = ALL_TESTS) -> None:
+def check_reference_size(n_reference: int, window: int, tests: Tests = ALL_TESTS) -> None:
     """Raise `ReferenceTooSmallError` (one line: the sizes and the fixes) when the reference is too small.
 
     Args:
         n_reference: images in the drift reference (`DriftReference.n_reference`).
         window: images per tested window.
-        tests: the tests that will run (`mmd`, `ks`, `chi2`, `inputs`).
+        tests: the tests that will run (`mmd`, `ks`, `chi2`, `inputs`), or a function of the window size
+            giving them.
     """
     problem = reference_size_problem(n_reference, window, tests)
     if problem is not None:
