@@ -54,7 +54,9 @@ def test_another_window_shuffle_gives_the_same_verdicts(
     extra = () if corruption is None else (f"--data.corruption={corruption}", "--data.severity=3")
     if corruption is not None:
         import_or_fail("corrupt_tta", "the corruptions extra (pip install 'imagenette-drift[corruptions]')")
-    reports = [_verdicts(full_epoch_checkpoint, val_folder, tmp_path / f"seed{s}", s, *extra) for s in (0, 1, 2)]
+    reports = [
+        _verdicts(full_epoch_checkpoint, val_folder, tmp_path / f"seed{s}", s, *extra) for s in (0, 1, 2)
+    ]
     for report in reports:
         assert report["drift"] is drift
         fractions = {name: m["flagged_fraction"] for name, m in report["methods"].items()}

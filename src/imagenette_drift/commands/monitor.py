@@ -173,7 +173,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name, reason in status.files_skipped.items():
         print(f"skipped {name}: {reason}", file=sys.stderr)
     if status.files_read == 0:
-        other = f" ({status.files_other_models} file(s) of other checkpoints)" if status.files_other_models else ""
+        other = (
+            f" ({status.files_other_models} file(s) of other checkpoints)"
+            if status.files_other_models
+            else ""
+        )
         print(
             f"no prediction records of this checkpoint in {args.log} yet{other}: nothing tested, no alert. "
             f"Point --log at the folder `imagenette serve --log` writes, after it has served requests.",
