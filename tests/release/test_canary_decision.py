@@ -14,9 +14,8 @@ import pytest
 import torch
 from scipy.stats import chi2_contingency
 
-from imagenette_drift.checkpoint import InferenceModel, load_for_inference
+from imagenette_drift.checkpoint import InferenceModel, export_checkpoint, load_for_inference
 from imagenette_drift.cli import cli_main
-from imagenette_drift.commands.export import export_checkpoint
 from imagenette_drift.data.images import read_image
 from imagenette_drift.estimation.reference import EstimationReference
 from imagenette_drift.registry import open_registry
