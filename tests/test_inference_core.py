@@ -31,6 +31,7 @@ CORE = [
     "imagenette_drift.data.images",
     "imagenette_drift.drift.reference",
     "imagenette_drift.drift.windows",
+    "imagenette_drift.reports.drift",
     "imagenette_drift.embedding",
     "imagenette_drift.serve.api",
     "imagenette_drift.serve.app",

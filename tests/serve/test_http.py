@@ -226,7 +226,7 @@ def test_metrics_are_prometheus_text(server, val_images) -> None:
 
 
 def test_predictions_carry_the_familiarity_of_the_image(server, val_images, inference_model) -> None:
-    from imagenette_drift.drift.familiarity import FamiliarityReference
+    from imagenette_drift.familiarity.reference import FamiliarityReference
 
     reference = FamiliarityReference.from_state_dict(inference_model.card.familiarity)
     for path in val_images[::13]:

@@ -19,10 +19,11 @@ from imagenette_drift.data.root import resolve_root
 from imagenette_drift.drift.assessment import WindowAssessor, assess_windows, format_assessment
 from imagenette_drift.drift.reference import DriftReference
 from imagenette_drift.drift.reference_size import check_reference_size
-from imagenette_drift.drift.windows import format_table, run_window_tests, window_tests, write_report
+from imagenette_drift.drift.windows import run_window_tests, window_tests
 from imagenette_drift.embedding import embed_folder, tested_transform
 from imagenette_drift.errors import BadCheckpointError, BadDataError, UserError
-from imagenette_drift.explain_report import add_thumbnails, write_drift_markdown
+from imagenette_drift.explanation.report import add_thumbnails, write_drift_markdown
+from imagenette_drift.reports.drift import format_table, write_report
 
 
 def build_parser() -> argparse.ArgumentParser:

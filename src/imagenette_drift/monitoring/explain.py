@@ -98,7 +98,7 @@ def add_witness_thumbnails(
         reference_root: the training data root the card's bank paths are relative to (None: no references).
     Returns the number of thumbnails written.
     """
-    from imagenette_drift.explain_report import add_thumbnails
+    from imagenette_drift.explanation.report import add_thumbnails
     from imagenette_drift.inference_log.reader import read_images
 
     explained = [(row, json.loads(row["explanation"])) for row in rows if row.get("explanation")]
