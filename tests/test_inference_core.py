@@ -25,7 +25,8 @@ PACKAGE = REPO / "src" / "imagenette_drift"
 CORE = [
     "imagenette_drift.card",
     "imagenette_drift.checkpoint",
-    "imagenette_drift.contract",
+    "imagenette_drift.monitor_contract",
+    "imagenette_drift.serve_contract",
     "imagenette_drift.hashing",
     "imagenette_drift.models.net",
     "imagenette_drift.data.images",

@@ -13,9 +13,9 @@ import requests
 import torch
 
 from imagenette_drift.checkpoint import file_sha256, read_checkpoint
-from imagenette_drift.contract import DriftStatus, ModelInfo, PredictionAnswer
 from imagenette_drift.models import ImagenetteClassifier
 from imagenette_drift.serve.decode import decode_image
+from imagenette_drift.serve_contract import DriftStatus, ModelInfo, PredictionAnswer
 from tests.serve.images import png_claiming_size, variants
 
 pytestmark = pytest.mark.slow  # a real server on the session's trained checkpoint

@@ -2,7 +2,7 @@
 
 `window_statistics` calls `explanation_columns` for every window, so both engines give the same columns: the
 best-matching corruption signature and its similarity, the class with the largest chi-squared residual, the
-largest change of BBSE's true class shares, and the full explanation (`contract.DriftExplanation`) as JSON
+largest change of BBSE's true class shares, and the full explanation (`serve_contract.DriftExplanation`) as JSON
 text. Clean windows, and contexts without an explainer, leave them null. Stateless per window: Ray computes
 windows in any order.
 """
@@ -17,9 +17,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from imagenette_drift.contract import DriftExplanation
 from imagenette_drift.drift.assessment import NO_SIGNATURE, WindowAssessor
 from imagenette_drift.monitoring.columns import list_matrix
+from imagenette_drift.serve_contract import DriftExplanation
 
 __all__ = ["EXPLANATION_FIELDS", "add_witness_thumbnails", "explanation_columns"]
 
@@ -28,7 +28,7 @@ EXPLANATION_FIELDS = [
     pa.field("top_signature_similarity", pa.float64()),
     pa.field("top_moved_class", pa.string()),
     pa.field("bbse_max_change", pa.float64()),
-    pa.field("explanation", pa.string()),  # contract.DriftExplanation as JSON
+    pa.field("explanation", pa.string()),  # serve_contract.DriftExplanation as JSON
 ]
 _EMPTY = {f.name: None for f in EXPLANATION_FIELDS}
 

@@ -14,7 +14,6 @@ from fastapi.responses import JSONResponse
 
 from imagenette_drift.card import ModelCard
 from imagenette_drift.checkpoint import load_for_inference
-from imagenette_drift.contract import TOP_K, FamiliarityAnswer, PredictionAnswer
 from imagenette_drift.drift.image_stats import image_statistics
 from imagenette_drift.familiarity.reference import FamiliarityReference
 from imagenette_drift.inference_log.writer import PredictionPayload
@@ -23,6 +22,7 @@ from imagenette_drift.serve.channel import EventChannel
 from imagenette_drift.serve.decode import RequestError, RequestRejected, open_image, request_bytes
 from imagenette_drift.serve.request_log import PredictionResponse
 from imagenette_drift.serve.runtime import Runtime, RuntimeName, create_runtime
+from imagenette_drift.serve_contract import TOP_K, FamiliarityAnswer, PredictionAnswer
 
 
 @dataclasses.dataclass(frozen=True)
