@@ -17,7 +17,8 @@ import requests
 from backend import BackendError, DriftState, Prediction
 from pydantic import ValidationError
 
-from imagenette_drift.contract import MonitorStatus, PredictionAnswer
+from imagenette_drift.monitor_contract import MonitorStatus
+from imagenette_drift.serve_contract import PredictionAnswer
 
 log = logging.getLogger("imagenette_app")
 

@@ -1,7 +1,7 @@
 """What the app shows, whoever computes it: a prediction, the drift monitor's state, and friendly errors.
 
 Plain Python and the REST contract (pydantic; no torch, no requests), so the REST client and the in-process
-model share these types. On a Space, `imagenette_drift/contract.py` is shipped beside the app
+model share these types. On a Space, `imagenette_drift/serve_contract.py` and `monitor_contract.py` are shipped beside the app
 (`scripts/stage_space.py`).
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from imagenette_drift.contract import DriftStatus, FamiliarityAnswer
+from imagenette_drift.serve_contract import DriftStatus, FamiliarityAnswer
 
 
 class BackendError(RuntimeError):

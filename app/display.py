@@ -6,7 +6,8 @@ from html import escape
 
 from backend import BackendError, DriftState, Prediction
 
-from imagenette_drift.contract import DriftExplanation, MonitorStatus
+from imagenette_drift.monitor_contract import MonitorStatus
+from imagenette_drift.serve_contract import DriftExplanation
 
 BADGE_CSS = """
 #drift-badge .badge { padding: 0.6em 0.9em; border-radius: 0.5em; font-weight: 600; }

@@ -14,12 +14,12 @@ import torch
 from backend import BackendError, DriftState, Prediction
 
 from imagenette_drift.checkpoint import load_for_inference
-from imagenette_drift.contract import FamiliarityAnswer, PredictionAnswer
 from imagenette_drift.data.images import read_image
-from imagenette_drift.drift.familiarity import FamiliarityReference
 from imagenette_drift.drift.image_stats import image_statistics
 from imagenette_drift.drift.live import LiveWindow
 from imagenette_drift.drift.reference import DriftReference
+from imagenette_drift.familiarity.reference import FamiliarityReference
+from imagenette_drift.serve_contract import FamiliarityAnswer, PredictionAnswer
 
 
 class LocalModel:

@@ -43,10 +43,10 @@ from _outputs import heldout_and_test, subset
 
 from imagenette_drift.checkpoint import load_for_inference
 from imagenette_drift.corruptions import CORRUPTIONS
-from imagenette_drift.drift.familiarity import FamiliarityReference, knn_distance
 from imagenette_drift.estimation import EstimationReference, apply_temperature, frechet_distance
 from imagenette_drift.estimation.reference import METHODS
 from imagenette_drift.estimation.transport import transport_cost
+from imagenette_drift.familiarity.reference import FamiliarityReference, knn_distance
 
 # Transport read with the card's familiarity flags (k-NN distance to the held-out bank, as the server logs them).
 FAMILIAR = ("cot_f",)
@@ -70,7 +70,7 @@ def familiar_transport_accuracy(
     Args:
         probs: (N, C) temperature-scaled softmax rows.
         class_shares: (C,) held-out class shares.
-        unfamiliar: (N,) bool, beyond the card's familiarity threshold (`drift.familiarity`).
+        unfamiliar: (N,) bool, beyond the card's familiarity threshold (`imagenette_drift.familiarity`).
         atc_threshold: ATC-MC's max-confidence threshold.
     """
     probs, shares = probs.float(), class_shares.float()

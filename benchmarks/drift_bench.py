@@ -27,10 +27,10 @@ from pathlib import Path
 import torch
 
 from imagenette_drift.checkpoint import InferenceModel, load_for_inference
-from imagenette_drift.commands.drift import embed_folder
 from imagenette_drift.corruptions import CORRUPTIONS
 from imagenette_drift.data import ImagenetteDataModule
 from imagenette_drift.drift import ChiSquaredDriftDetector, KSDriftDetector, MMDDriftDetector
+from imagenette_drift.embedding import embed_folder
 from imagenette_drift.io import write_text_atomic
 
 METHODS = ("mmd", "ks", "chi2", "inputs", "torchdrift_mmd")

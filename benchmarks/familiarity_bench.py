@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import torch
 
-from imagenette_drift.drift.familiarity import FamiliarityReference
+from imagenette_drift.familiarity.reference import FamiliarityReference
 from imagenette_drift.models.net import ImagenetteNet
 
 DIM, CLASSES = 512, 10

@@ -28,7 +28,7 @@ from _outputs import model_outputs, subset
 from imagenette_drift.checkpoint import load_for_inference
 from imagenette_drift.classes import IMAGENETTE_CLASSES
 from imagenette_drift.data.layout import Split, class_indices, scan_split
-from imagenette_drift.drift.familiarity import FamiliarityReference, energy_score
+from imagenette_drift.familiarity.reference import FamiliarityReference, energy_score
 
 
 def fpr_at_95_tpr(positive: torch.Tensor, negative: torch.Tensor) -> float:

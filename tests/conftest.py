@@ -185,8 +185,8 @@ def reference_80_checkpoint(trained_checkpoint: Path, tmp_path_factory: pytest.T
 
     from imagenette_drift.card import CHECKPOINT_KEY
     from imagenette_drift.checkpoint import load_for_inference
-    from imagenette_drift.commands.drift import embed_folder
     from imagenette_drift.drift.reference import DriftReference
+    from imagenette_drift.embedding import embed_folder
 
     model = load_for_inference(trained_checkpoint)
     paths = sorted((SAMPLE_ROOT / "train").rglob("*.JPEG"))

@@ -25,12 +25,15 @@ PACKAGE = REPO / "src" / "imagenette_drift"
 CORE = [
     "imagenette_drift.card",
     "imagenette_drift.checkpoint",
-    "imagenette_drift.contract",
+    "imagenette_drift.monitor_contract",
+    "imagenette_drift.serve_contract",
     "imagenette_drift.hashing",
     "imagenette_drift.models.net",
     "imagenette_drift.data.images",
     "imagenette_drift.drift.reference",
     "imagenette_drift.drift.windows",
+    "imagenette_drift.reports.drift",
+    "imagenette_drift.embedding",
     "imagenette_drift.serve.api",
     "imagenette_drift.serve.app",
     "imagenette_drift.storage.checkpoint",
@@ -86,6 +89,30 @@ def test_the_package_has_no_import_cycles() -> None:
     graph = _import_graph()
     assert "imagenette_drift.training_cli" in graph and graph["imagenette_drift.cli"]  # the graph is real
     assert _cycles(graph) == []
+
+
+COMMANDS = "imagenette_drift.commands"
+
+
+def _backward_imports(graph: dict[str, set[str]]) -> dict[str, list[str]]:
+    """Library module -> the command modules it imports: commands use libraries, never the reverse."""
+    libraries = {n: t for n, t in graph.items() if not n.startswith(COMMANDS) and n != "imagenette_drift.cli"}
+    found = {
+        name: sorted(t for t in targets if t.startswith(COMMANDS)) for name, targets in libraries.items()
+    }
+    return {name: commands for name, commands in found.items() if commands}
+
+
+def test_libraries_never_import_commands() -> None:
+    graph = _import_graph()
+    assert "imagenette_drift.registry.base" in graph and "imagenette_drift.commands.export" in graph
+    assert _backward_imports(graph) == {}
+
+
+def test_a_backward_import_is_found_when_there_is_one() -> None:
+    graph = {"imagenette_drift.drift.x": {"imagenette_drift.commands.drift"}, "imagenette_drift.cli": set()}
+    graph["imagenette_drift.commands.drift"] = {"imagenette_drift.drift.x"}
+    assert _backward_imports(graph) == {"imagenette_drift.drift.x": ["imagenette_drift.commands.drift"]}
 
 
 def test_a_cycle_is_found_when_there_is_one() -> None:

@@ -10,7 +10,7 @@ from PIL import Image
 
 from imagenette_drift.cli import cli_main
 from imagenette_drift.commands import drift as drift_command
-from imagenette_drift.reporting import drift_metrics, flatten, metrics_table
+from imagenette_drift.reports.training import drift_metrics, flatten, metrics_table
 from tests.conftest import CONFIGS, SAMPLE_ROOT
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -1,4 +1,5 @@
-"""The checkpoint contract: what a `.ckpt` carries besides weights, and loading it safely for inference.
+"""The checkpoint contract: what a `.ckpt` carries besides weights, loading it safely for inference, and its
+serving copy (`export_checkpoint`: weights and card, without the optimizer state).
 
 A checkpoint written by `imagenette fit` holds, under `checkpoint["imagenette_drift"]`, a *model card*: the
 timm model name, class names and wnids, the eval input size and normalisation, the training metrics, and
@@ -19,6 +20,7 @@ from torch import nn
 from imagenette_drift.card import CHECKPOINT_KEY, ModelCard
 from imagenette_drift.errors import BadCheckpointError, MissingCheckpointError
 from imagenette_drift.hashing import file_sha256
+from imagenette_drift.io import atomic_path
 
 STATE_PREFIX = "net."
 
@@ -114,3 +116,37 @@ def load_for_inference(
     net.load_state_dict(state)
     net.to(map_location).eval()
     return InferenceModel(net=net, card=card, sha256=file_sha256(path))
+
+
+# What a serving copy keeps: the weights and the card, plus what Lightning reads to test or predict from it.
+KEPT_KEYS = (
+    CHECKPOINT_KEY,
+    "state_dict",
+    "epoch",
+    "global_step",
+    "pytorch-lightning_version",
+    "hyper_parameters",
+    "hparams_name",
+)
+
+
+def export_checkpoint(source: str | Path, dest: str | Path) -> dict[str, int | str]:
+    """Write the serving copy of `source` to `dest` atomically; return sizes and the new file's sha256.
+
+    The copy is loaded back (`weights_only`, the network built from its card) before it replaces `dest`, so a
+    failed export never leaves a half-written or unusable file behind.
+    """
+    source, dest = Path(source), Path(dest)
+    if source.resolve() == dest.resolve():
+        raise ValueError(f"--output {dest} is the checkpoint itself; write the export to another path.")
+    checkpoint = read_checkpoint(source)
+    slim = {key: checkpoint[key] for key in KEPT_KEYS if key in checkpoint}
+    with atomic_path(dest) as tmp:
+        with open(tmp, "wb") as f:  # a file object: the archive's inner name is fixed, not the temp file's,
+            torch.save(slim, f)  # so the same checkpoint always exports to the same bytes (and sha256)
+        loaded = load_for_inference(tmp)  # the copy must load as the server will load it (and is hashed so)
+    return {
+        "source_bytes": source.stat().st_size,
+        "output_bytes": dest.stat().st_size,
+        "sha256": loaded.sha256,
+    }

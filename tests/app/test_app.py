@@ -105,7 +105,12 @@ def test_api_mode_does_not_import_torch() -> None:
     # Only the REST contract (pydantic models, shipped beside the app on a Space) and the package's light
     # top level: no torch, no model code.
     assert out.stdout.strip() == str(
-        ["imagenette_drift", "imagenette_drift.classes", "imagenette_drift.contract"]
+        [
+            "imagenette_drift",
+            "imagenette_drift.classes",
+            "imagenette_drift.monitor_contract",
+            "imagenette_drift.serve_contract",
+        ]
     )
 
 

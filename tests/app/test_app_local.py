@@ -13,9 +13,9 @@ from gradio_client import Client, handle_file
 from app import EXAMPLES_DIR, create_backend, parse_config
 from imagenette_drift.checkpoint import load_for_inference
 from imagenette_drift.data import read_image
-from imagenette_drift.drift.familiarity import FamiliarityReference
 from imagenette_drift.drift.reference import DriftReference
 from imagenette_drift.estimation.reference import EstimationReference
+from imagenette_drift.familiarity.reference import FamiliarityReference
 from tests.app.conftest import launched
 
 pytestmark = pytest.mark.slow  # needs the session's trained checkpoint

@@ -78,7 +78,7 @@ def test_familiarity_text_says_familiar_or_not_with_the_scores() -> None:
 
 
 def test_the_badge_shows_the_estimated_accuracy_and_harm() -> None:
-    from imagenette_drift.contract import AccuracyEstimateAnswer
+    from imagenette_drift.serve_contract import AccuracyEstimateAnswer
 
     estimate = AccuracyEstimateAnswer(method="atc_mc", estimate=0.61, lower=0.55, upper=0.67, n=200)
     state = DriftState(

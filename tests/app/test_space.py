@@ -1,4 +1,4 @@
-"""The Space as uploaded (`scripts/stage_space.py`): the app and its REST contract, without torch."""
+"""The Space as uploaded (`scripts/stage_space.py`): the app and its contracts, without torch."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHECK = """
 import json, sys
 sys.path.insert(0, ".")
-import api_client, backend, imagenette_drift.contract as contract
+import api_client, backend, imagenette_drift.serve_contract as contract
 print(json.dumps({
     "contract": contract.__file__,
     "same_model": backend.DriftState is contract.DriftStatus,
@@ -31,8 +31,9 @@ def test_the_staged_space_parses_answers_with_the_contract_and_no_torch(tmp_path
         [sys.executable, "-c", CHECK], cwd=space, env=env, check=True, capture_output=True, text=True
     )
     report = json.loads(out.stdout)
-    assert Path(report["contract"]) == space / "imagenette_drift" / "contract.py"
+    assert Path(report["contract"]) == space / "imagenette_drift" / "serve_contract.py"
     assert report["same_model"] is True and report["heavy"] == []
-    assert (space / "imagenette_drift" / "contract.py").read_text() == (
-        REPO / "src" / "imagenette_drift" / "contract.py"
-    ).read_text()
+    for name in ("serve_contract.py", "monitor_contract.py"):
+        assert (space / "imagenette_drift" / name).read_text() == (
+            REPO / "src" / "imagenette_drift" / name
+        ).read_text()

@@ -73,7 +73,7 @@ def test_the_staged_space_serves_the_demo_from_its_own_venv(
         check=True,
         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "GRADIO_ANALYTICS_ENABLED": "False"},
     )
-    assert imported.stdout.strip() == "[]"  # no torch, nor the package: only the contract module beside it
+    assert imported.stdout.strip() == "[]"  # no torch, nor the package: only the contract modules beside it
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"

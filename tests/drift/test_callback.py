@@ -106,7 +106,9 @@ def test_testing_a_corrupted_split_reports_drift(trained_checkpoint: Path, in_tm
 
 def test_fit_stores_estimation_familiarity_and_explanation_in_the_card(trained_checkpoint: Path) -> None:
     from imagenette_drift.corruptions import CORRUPTIONS
-    from imagenette_drift.drift import EstimationReference, ExplanationReference, FamiliarityReference
+    from imagenette_drift.estimation import EstimationReference
+    from imagenette_drift.explanation import ExplanationReference
+    from imagenette_drift.familiarity import FamiliarityReference
 
     card = torch.load(trained_checkpoint, weights_only=True)["imagenette_drift"]  # plain data only
     estimation = EstimationReference.from_state_dict(card["estimation"])

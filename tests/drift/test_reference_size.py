@@ -14,7 +14,6 @@ import torch
 from imagenette_drift.card import CHECKPOINT_KEY
 from imagenette_drift.checkpoint import load_for_inference
 from imagenette_drift.cli import cli_main
-from imagenette_drift.commands.drift import embed_folder
 from imagenette_drift.drift.reference import DriftReference
 from imagenette_drift.drift.reference_size import (
     MIN_REFERENCE,
@@ -22,6 +21,7 @@ from imagenette_drift.drift.reference_size import (
     check_reference_size,
     min_reference_size,
 )
+from imagenette_drift.embedding import embed_folder
 from tests.conftest import REPO, SAMPLE_ROOT
 
 sys.path.insert(0, str(REPO / "benchmarks"))

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import torch
 
 from imagenette_drift.checkpoint import InferenceModel
-from imagenette_drift.commands.drift import embed_folder
+from imagenette_drift.embedding import embed_folder
 from imagenette_drift.inference_log.schema import (
     LABEL_SCHEMA,
     PREDICTION_SCHEMA,

@@ -18,8 +18,8 @@ import torch
 
 from imagenette_drift.checkpoint import InferenceModel
 from imagenette_drift.data.images import read_image
-from imagenette_drift.drift.familiarity import FamiliarityReference
 from imagenette_drift.drift.image_stats import image_statistics
+from imagenette_drift.familiarity.reference import FamiliarityReference
 from imagenette_drift.inference_log.sink import open_sink
 from imagenette_drift.inference_log.writer import InferenceLogWriter, PredictionPayload
 from imagenette_drift.serve.api import prediction_json

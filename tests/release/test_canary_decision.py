@@ -14,9 +14,8 @@ import pytest
 import torch
 from scipy.stats import chi2_contingency
 
-from imagenette_drift.checkpoint import InferenceModel, load_for_inference
+from imagenette_drift.checkpoint import InferenceModel, export_checkpoint, load_for_inference
 from imagenette_drift.cli import cli_main
-from imagenette_drift.commands.export import export_checkpoint
 from imagenette_drift.data.images import read_image
 from imagenette_drift.estimation.reference import EstimationReference
 from imagenette_drift.registry import open_registry
@@ -80,7 +79,7 @@ def _decide(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
 def _expected(model: InferenceModel, images: list[Path]) -> tuple[float, float | None, dict[str, int]]:
     """Estimated top-1 (COT with the card's reference, solved exactly), unfamiliar share and class counts,
     computed here directly from the model's outputs, not by the canary code."""
-    from imagenette_drift.drift.familiarity import FamiliarityReference
+    from imagenette_drift.familiarity.reference import FamiliarityReference
 
     half = len(images) // 2  # in the batches the revisions served them (`_log`), for bit-equal outputs
     outputs = [

@@ -9,8 +9,8 @@ import pytest
 
 from imagenette_drift.checkpoint import load_for_inference
 from imagenette_drift.data.layout import scan_split
-from imagenette_drift.gate import evaluate
 from imagenette_drift.registry import open_registry
+from imagenette_drift.release.gate import evaluate
 from tests.conftest import SAMPLE_ROOT
 from tests.release._cli import run_gate as _gate
 

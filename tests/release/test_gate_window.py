@@ -17,8 +17,8 @@ import torch
 from imagenette_drift.checkpoint import InferenceModel, load_for_inference
 from imagenette_drift.cli import cli_main
 from imagenette_drift.data.images import read_image
-from imagenette_drift.drift.familiarity import FamiliarityReference
 from imagenette_drift.estimation.reference import EstimationReference
+from imagenette_drift.familiarity.reference import FamiliarityReference
 from tests._estimates import cot_estimate
 from tests.conftest import SAMPLE_ROOT
 from tests.release._cli import run_gate as _gate

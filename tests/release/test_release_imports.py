@@ -9,7 +9,8 @@ from pathlib import Path
 from tests._imports import imported_modules, probe_env, training_stack
 
 RELEASE = [
-    "imagenette_drift.release.logged",
+    "imagenette_drift.inference_log.reader",
+    "imagenette_drift.release.canary_log",
     "imagenette_drift.release.window",
     "imagenette_drift.release.production",
     "imagenette_drift.release.labelled",

@@ -18,9 +18,9 @@ from PIL import Image
 
 from imagenette_drift.checkpoint import InferenceModel, read_checkpoint
 from imagenette_drift.cli import cli_main
-from imagenette_drift.contract import DriftStatus
 from imagenette_drift.data import read_image
 from imagenette_drift.monitoring.status import MonitorStatus
+from imagenette_drift.serve_contract import DriftStatus
 from tests.conftest import import_or_fail
 from tests.serve._server import ServeProcess
 

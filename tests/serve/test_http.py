@@ -13,9 +13,9 @@ import requests
 import torch
 
 from imagenette_drift.checkpoint import file_sha256, read_checkpoint
-from imagenette_drift.contract import DriftStatus, ModelInfo, PredictionAnswer
 from imagenette_drift.models import ImagenetteClassifier
 from imagenette_drift.serve.decode import decode_image
+from imagenette_drift.serve_contract import DriftStatus, ModelInfo, PredictionAnswer
 from tests.serve.images import png_claiming_size, variants
 
 pytestmark = pytest.mark.slow  # a real server on the session's trained checkpoint
@@ -226,7 +226,7 @@ def test_metrics_are_prometheus_text(server, val_images) -> None:
 
 
 def test_predictions_carry_the_familiarity_of_the_image(server, val_images, inference_model) -> None:
-    from imagenette_drift.drift.familiarity import FamiliarityReference
+    from imagenette_drift.familiarity.reference import FamiliarityReference
 
     reference = FamiliarityReference.from_state_dict(inference_model.card.familiarity)
     for path in val_images[::13]:

@@ -14,13 +14,14 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from imagenette_drift.card import CHECKPOINT_KEY
 from imagenette_drift.drift.assessment import WindowAssessor, assess_windows
-from imagenette_drift.drift.explain import ExplanationReference, compute_signatures
-from imagenette_drift.drift.familiarity import FamiliarityReference, Rule
 from imagenette_drift.drift.image_stats import image_statistics
 from imagenette_drift.drift.reference import DriftReference
 from imagenette_drift.drift.reference_size import reference_size_problem
-from imagenette_drift.drift.windows import run_window_tests, window_tests, write_report
+from imagenette_drift.drift.windows import run_window_tests, window_tests
 from imagenette_drift.estimation.reference import EstimationReference
+from imagenette_drift.explanation.reference import ExplanationReference, compute_signatures
+from imagenette_drift.familiarity.reference import FamiliarityReference, Rule
+from imagenette_drift.reports.drift import write_report
 
 log = logging.getLogger(__name__)
 

@@ -17,12 +17,13 @@ from imagenette_drift.data.images import read_image
 from imagenette_drift.data.layout import list_images
 from imagenette_drift.data.root import resolve_root
 from imagenette_drift.drift.assessment import WindowAssessor, assess_windows, format_assessment
-from imagenette_drift.drift.image_stats import image_statistics
 from imagenette_drift.drift.reference import DriftReference
 from imagenette_drift.drift.reference_size import ReferenceTooSmallError, check_reference_size
-from imagenette_drift.drift.windows import format_table, run_window_tests, window_tests, write_report
+from imagenette_drift.drift.windows import run_window_tests, window_tests
+from imagenette_drift.embedding import embed_folder, tested_transform
 from imagenette_drift.errors import BadCheckpointError, BadDataError, UserError
-from imagenette_drift.explain_report import add_thumbnails, write_drift_markdown
+from imagenette_drift.explanation.report import add_thumbnails, write_drift_markdown
+from imagenette_drift.reports.drift import format_table, write_report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,39 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _tested_transform(model: InferenceModel, corruption: str | None, severity: int) -> v2.Transform:
-    """The eval transform, then the corruption (seeded by each image's pixels), as the images are tested."""
-    if corruption is None:
-        return model.transform
-    from imagenette_drift.corruptions import CorruptionTransform
-
-    return v2.Compose([model.transform, CorruptionTransform(corruption, severity)])
-
-
 def _tested_image(transform: v2.Transform, path: Path) -> Image.Image:
     """The image as the model saw it (after the transform and any corruption), for a thumbnail."""
     return Image.fromarray(transform(read_image(path)).permute(1, 2, 0).numpy())
-
-
-def embed_folder(
-    model: InferenceModel,
-    paths: Sequence[Path],
-    corruption: str | None = None,
-    severity: int = 3,
-    batch_size: int = 64,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Embeddings, softmax outputs and input statistics of images after the eval transform (then corrupted,
-    seeded by each image's pixels, as `--data.corruption` does in training)."""
-    transform = _tested_transform(model, corruption, severity)
-    embeddings, probs, stats = [], [], []
-    for start in range(0, len(paths), batch_size):
-        batch = [transform(read_image(path)) for path in paths[start : start + batch_size]]
-        images = torch.stack(batch)
-        emb, prob = model.embed_and_predict(images)
-        embeddings.append(emb)
-        probs.append(prob)
-        stats.append(image_statistics(images))
-    return torch.cat(embeddings), torch.cat(probs), torch.cat(stats)
 
 
 def refit_reference(model: InferenceModel, reference: DriftReference, args: argparse.Namespace) -> Path:
@@ -243,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     except ValueError as e:  # a card field this version cannot read
         raise BadCheckpointError(f"{args.ckpt_path}: {e}") from e
     assess_windows(summary, assessor, embeddings, probs, stats, seed=args.seed)
-    transform = _tested_transform(model, args.corruption, args.severity)
+    transform = tested_transform(model, args.corruption, args.severity)
     reference_root = args.reference_root or resolve_root(args.root)
     for explanation in summary["explanations"]:
         for witness in explanation["witnesses"]:

@@ -17,7 +17,14 @@ from imagenette_drift.commands.registry import REGISTRY_ENV_VAR
 from imagenette_drift.data.layout import scan_split
 from imagenette_drift.data.root import resolve_root
 from imagenette_drift.errors import BadCheckpointError, MissingCheckpointError, UserError
-from imagenette_drift.gate import GateDecision, decide, evaluate, format_table, with_production, write_outputs
+from imagenette_drift.release.gate import (
+    GateDecision,
+    decide,
+    evaluate,
+    format_table,
+    with_production,
+    write_outputs,
+)
 from imagenette_drift.release.production import DEFAULT_WINDOW_TOLERANCE
 
 if TYPE_CHECKING:

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from imagenette_drift import reporting
 from imagenette_drift.io import atomic_path, write_text_atomic
+from imagenette_drift.reports import training as reporting
 
 
 def build_parser() -> argparse.ArgumentParser:

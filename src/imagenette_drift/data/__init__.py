@@ -20,6 +20,7 @@ _EXPORTS = {
     "build_train_transform": "images",
     "pil_to_tensor": "images",
     "read_image": "images",
+    "read_image_shrunk": "images",
     "Split": "layout",
     "list_images": "layout",
     "scan_split": "layout",

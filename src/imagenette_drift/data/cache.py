@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.transforms import v2
 
-from imagenette_drift.data.images import read_image
+from imagenette_drift.data.images import read_image_shrunk
 from imagenette_drift.io import atomic_path, write_text_atomic
 
 
@@ -22,18 +21,6 @@ def _cache_key(paths: Sequence[Path], short_side: int) -> str:
         stat = os.stat(path)
         digest.update(f"{Path(path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:24]
-
-
-def _decode(path: Path, short_side: int) -> np.ndarray:
-    """`read_image` (errors name the file), shrunk to a short side of at most `short_side`, as numpy.
-
-    Never enlarged: an eval size above the files' own (176 px from imagenette2-160) is the eval transform's
-    job, so the cache holds exactly what decoding the JPEG gives and training sees the same pixels either way.
-    """
-    image = read_image(path)
-    if min(image.shape[1:]) > short_side:
-        image = v2.functional.resize(image, short_side, antialias=True)
-    return image.numpy()
 
 
 class DecodedImageStore:
@@ -77,7 +64,7 @@ class DecodedImageStore:
             shapes = []
             with atomic_path(data_path) as tmp, open(tmp, "wb") as out:
                 for path in paths:
-                    array = _decode(Path(path), short_side)
+                    array = read_image_shrunk(Path(path), short_side)
                     out.write(array.tobytes())
                     shapes.append(array.shape)
             write_text_atomic(index_path, json.dumps({"shapes": shapes, "short_side": short_side}))

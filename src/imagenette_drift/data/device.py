@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imagenette_drift.data.cache import DecodedImageStore, _decode
+from imagenette_drift.data.cache import DecodedImageStore
+from imagenette_drift.data.images import read_image_shrunk
 
 
 class DeviceImages:
@@ -62,7 +63,7 @@ class DeviceImages:
     ) -> DeviceImages:
         """Decode `paths` (PIL, `workers` threads; default: one per CPU core) and copy them to `device`."""
         with ThreadPoolExecutor(max(1, workers or os.cpu_count() or 1)) as pool:
-            arrays = list(pool.map(lambda p: _decode(Path(p), short_side), paths))
+            arrays = list(pool.map(lambda p: read_image_shrunk(Path(p), short_side), paths))
         flat = torch.from_numpy(np.concatenate([a.reshape(-1) for a in arrays]))
         return cls(flat, np.asarray([a.shape for a in arrays]), device)
 

@@ -44,6 +44,20 @@ def read_image(path: str | Path) -> torch.Tensor:
         raise RuntimeError(f"Cannot decode image {path}: {e}. Remove or replace this file.") from e
 
 
+def read_image_shrunk(path: str | Path, short_side: int) -> np.ndarray:
+    """`read_image` (errors name the file), shrunk to a short side of at most `short_side`, as numpy.
+
+    Never enlarged: an eval size above the files' own (176 px from imagenette2-160) is the eval transform's
+    job, so a decoded cache holds exactly what decoding the JPEG gives and training sees the same pixels either way.
+    """
+    from torchvision.transforms import v2
+
+    image = read_image(path)
+    if min(image.shape[1:]) > short_side:
+        image = v2.functional.resize(image, short_side, antialias=True)
+    return image.numpy()
+
+
 MAX_ASPECT = 8.0  # above every Imagenette image's (at most 5.0), so their evaluation is unchanged
 
 

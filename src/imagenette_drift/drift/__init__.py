@@ -1,7 +1,8 @@
 """Drift detection statistics: batch two-sample tests and a streaming monitor, free of Lightning.
 
 The Lightning callback that fits the reference in training lives with the other callbacks
-(`imagenette_drift.callbacks.DriftCallback`). Names are re-exported lazily (PEP 562).
+(`imagenette_drift.callbacks.DriftCallback`); what the card keeps beside the drift reference has its own
+package (`estimation`, `familiarity`, `explanation`). Names are re-exported lazily (PEP 562).
 """
 
 from __future__ import annotations
@@ -16,12 +17,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "detector_from_state_dict": "loading",
         "DriftReference": "reference",
         "DriftResult": "result",
-        "EstimationReference": "imagenette_drift.estimation.reference",
-        "ExplanationReference": "explain",
-        "FamiliarityReference": "familiarity",
         "format_assessment": "assessment",
-        "format_table": "windows",
-        "HarmAlert": "imagenette_drift.estimation.harm",
         "image_statistics": "image_stats",
         "KSDriftDetector": "univariate",
         "MMDDriftDetector": "mmd",
@@ -29,6 +25,5 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "OnlineDriftStatus": "result",
         "run_window_tests": "windows",
         "WindowAssessor": "assessment",
-        "write_report": "windows",
     },
 )

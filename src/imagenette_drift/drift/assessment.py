@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from imagenette_drift.card import ModelCard
-from imagenette_drift.drift.explain import ExplanationReference, witness_images
-from imagenette_drift.drift.familiarity import FamiliarityReference
 from imagenette_drift.estimation.harm import HarmAlert
 from imagenette_drift.estimation.reference import CONFIDENCE_METHODS, METHODS, EstimationReference
+from imagenette_drift.explanation.reference import ExplanationReference, witness_images
+from imagenette_drift.familiarity.reference import FamiliarityReference
 
 __all__ = ["NO_SIGNATURE", "WindowAssessor"]
 

@@ -1,7 +1,7 @@
 """The latest window of a live stream (a server, the app): accuracy estimates, harm alert and an explanation.
 
 `LiveWindow` keeps the softmax rows, embeddings and input statistics of the latest `window` images and answers
-the label-free fields of `/drift` (`contract.DriftStatus`): estimated accuracy by method, held-out accuracy, the
+the label-free fields of `/drift` (`serve_contract.DriftStatus`): estimated accuracy by method, held-out accuracy, the
 harm alert over consecutive full, non-overlapping windows, and, while the drift monitor says drifting, the
 window's explanation (`assessment.WindowAssessor.explain`). The server's drift hub and the app's in-process
 model both use it, so both answer the same.
@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from imagenette_drift.card import ModelCard
-from imagenette_drift.contract import AccuracyEstimateAnswer, DriftExplanation
 from imagenette_drift.drift.assessment import WindowAssessor
+from imagenette_drift.serve_contract import AccuracyEstimateAnswer, DriftExplanation
 
 __all__ = ["LiveWindow"]
 

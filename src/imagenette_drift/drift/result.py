@@ -56,5 +56,5 @@ class OnlineDriftStatus:
         return self.images_seen
 
     def to_dict(self) -> dict[str, int | float | bool | None]:
-        """The fields as a JSON-serialisable dict, keyed as in the `/drift` answer (`contract.DriftStatus`)."""
+        """The fields as a JSON-serialisable dict, keyed as in the `/drift` answer (`serve_contract.DriftStatus`)."""
         return asdict(self)

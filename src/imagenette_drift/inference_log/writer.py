@@ -61,7 +61,9 @@ class PredictionPayload:
     format: str
     n_bytes: int
     image: bytes | None = None  # the original bytes, only with --log-images
-    knn_distance: float | None = None  # familiarity (drift/familiarity.py), None without a bank in the card
+    knn_distance: float | None = (
+        None  # familiarity (familiarity/reference.py), None without a bank in the card
+    )
     energy: float | None = None
     unfamiliar: bool | None = None
 

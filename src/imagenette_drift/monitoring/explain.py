@@ -2,7 +2,7 @@
 
 `window_statistics` calls `explanation_columns` for every window, so both engines give the same columns: the
 best-matching corruption signature and its similarity, the class with the largest chi-squared residual, the
-largest change of BBSE's true class shares, and the full explanation (`contract.DriftExplanation`) as JSON
+largest change of BBSE's true class shares, and the full explanation (`serve_contract.DriftExplanation`) as JSON
 text. Clean windows, and contexts without an explainer, leave them null. Stateless per window: Ray computes
 windows in any order.
 """
@@ -17,9 +17,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from imagenette_drift.contract import DriftExplanation
 from imagenette_drift.drift.assessment import NO_SIGNATURE, WindowAssessor
 from imagenette_drift.monitoring.columns import list_matrix
+from imagenette_drift.serve_contract import DriftExplanation
 
 __all__ = ["EXPLANATION_FIELDS", "add_witness_thumbnails", "explanation_columns"]
 
@@ -28,7 +28,7 @@ EXPLANATION_FIELDS = [
     pa.field("top_signature_similarity", pa.float64()),
     pa.field("top_moved_class", pa.string()),
     pa.field("bbse_max_change", pa.float64()),
-    pa.field("explanation", pa.string()),  # contract.DriftExplanation as JSON
+    pa.field("explanation", pa.string()),  # serve_contract.DriftExplanation as JSON
 ]
 _EMPTY = {f.name: None for f in EXPLANATION_FIELDS}
 
@@ -92,17 +92,18 @@ def add_witness_thumbnails(
 
     Args:
         rows: this run's new window rows (changed in place).
-        location: the log's `reader.LogLocation`; relatives: this run's new prediction files in it (witnesses
+        location: the log's `inference_log.reader.LogLocation`; relatives: this run's new prediction files in it (witnesses
             whose record was read in an earlier run, as a pending record, get no thumbnail).
         out_dir: the report folder; thumbnails go to its `thumbnails/`.
         reference_root: the training data root the card's bank paths are relative to (None: no references).
     Returns the number of thumbnails written.
     """
-    from imagenette_drift.explain_report import add_thumbnails
+    from imagenette_drift.explanation.report import add_thumbnails
+    from imagenette_drift.inference_log.reader import read_images
 
     explained = [(row, json.loads(row["explanation"])) for row in rows if row.get("explanation")]
     wanted = {w["request_id"] for _, e in explained for w in e["witnesses"] if w.get("request_id")}
-    images = _logged_images(location, relatives, wanted) if wanted else {}
+    images = read_images(location, relatives, wanted) if wanted else {}
     written = 0
     for row, explanation in explained:
         written += add_thumbnails(
@@ -114,23 +115,3 @@ def add_witness_thumbnails(
         )
         row["explanation"] = DriftExplanation(**explanation).model_dump_json()
     return written
-
-
-def _logged_images(location: Any, relatives: list[str], wanted: set[str]) -> dict[str, bytes]:
-    """{request_id: original image bytes} of the `wanted` records found in `relatives` (null images skipped)."""
-    import pyarrow.compute as pc
-
-    found: dict[str, bytes] = {}
-    for relative in relatives:
-        if "image" not in location.read_schema(relative).names:
-            continue
-        table = location.read_table(relative, ["request_id", "image"])
-        table = table.filter(pc.is_in(table["request_id"], value_set=pa.array(sorted(wanted - set(found)))))
-        for request_id, image in zip(
-            table["request_id"].to_pylist(), table["image"].to_pylist(), strict=True
-        ):
-            if image:
-                found[request_id] = image
-        if len(found) == len(wanted):
-            break
-    return found

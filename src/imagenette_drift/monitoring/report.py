@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
-from imagenette_drift.explain_report import explanation_markdown
+from imagenette_drift.explanation.report import explanation_markdown
 from imagenette_drift.io import atomic_path, write_text_atomic
 from imagenette_drift.monitoring.stats import TABLE_SCHEMA, TESTS
 from imagenette_drift.monitoring.status import MonitorStatus

@@ -23,11 +23,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from imagenette_drift.errors import UserError, one_line
+from imagenette_drift.inference_log.reader import LogLocation, latest_labels, partition_date
 from imagenette_drift.io import atomic_path, write_text_atomic
 from imagenette_drift.monitoring.alerts import AlertPolicy, AlertState
 from imagenette_drift.monitoring.engines import Engine, EngineInput, run_engine
 from imagenette_drift.monitoring.explain import add_witness_thumbnails
-from imagenette_drift.monitoring.reader import LogLocation, Manifest, partition_date, scan
+from imagenette_drift.monitoring.manifest import Manifest, scan
 from imagenette_drift.monitoring.report import (
     MonitorGauges,
     format_rows,
@@ -139,17 +140,7 @@ class Monitor:
     # -- labels ---------------------------------------------------------------------------------------
     def _labels(self, manifest: Manifest) -> pa.Table:
         """The latest label of each request_id, from every label file read so far (labels are small)."""
-        tables = [
-            self.location.read_table(rel, ["request_id", "timestamp", "label_wnid"])
-            for rel in sorted(manifest.labels)
-        ]
-        if not tables:
-            return pa.table(
-                {"request_id": pa.array([], pa.string()), "label_wnid": pa.array([], pa.string())}
-            )
-        labels = pa.concat_tables(tables).sort_by([("timestamp", "ascending")])
-        latest = labels.group_by("request_id", use_threads=False).aggregate([("label_wnid", "last")])
-        return latest.rename_columns(["request_id", "label_wnid"])
+        return latest_labels(self.location, sorted(manifest.labels))
 
     def _refresh_accuracy(self, rows: list[dict[str, Any]], labels: pa.Table) -> None:
         """Recompute n labelled and realized accuracy of every window from all labels (late labels count)."""

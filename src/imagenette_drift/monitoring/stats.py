@@ -1,8 +1,8 @@
 """The statistics of one window of logged predictions: the single function every engine calls.
 
 DuckDB and Ray Data only decide which records form a window; `window_statistics` computes everything about
-it (tests from `drift/`, realized accuracy from joined labels, and the hooks of the estimation issue), so both
-engines give the same window table.
+it (tests from `drift/`, realized accuracy from joined labels, estimated accuracy, familiarity and the
+explanation), so both engines give the same window table.
 """
 
 from __future__ import annotations

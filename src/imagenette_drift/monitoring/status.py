@@ -1,6 +1,6 @@
 """The monitor's one JSON contract (`monitor_report.json`, `GET /status`, the app's Fleet monitoring tab),
-defined in `imagenette_drift.contract` beside the server's answers."""
+defined in `imagenette_drift.monitor_contract` beside the server's answers."""
 
-from imagenette_drift.contract import AlertStatus, MonitorStatus, WindowRow
+from imagenette_drift.monitor_contract import AlertStatus, MonitorStatus, WindowRow
 
 __all__ = ["AlertStatus", "MonitorStatus", "WindowRow"]

@@ -96,7 +96,7 @@ class Registry(ABC):
         Raises `MissingCheckpointError`/`BadCheckpointError` for a bad checkpoint, `RegistryError` for a bad
         config file.
         """
-        from imagenette_drift.commands.export import export_checkpoint
+        from imagenette_drift.checkpoint import export_checkpoint
         from imagenette_drift.registry.lineage import build_metadata
 
         with tempfile.TemporaryDirectory(prefix="imagenette-register-") as tmp:

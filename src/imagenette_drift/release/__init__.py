@@ -1,7 +1,7 @@
-"""Safe releases and retraining: the Cloud Run canary (its gcloud steps, the records of each revision, the
-decision) and the serving metrics it judges; the production window a candidate is gated on, and the labelled
-images a retraining takes from the inference log. Imports are lazy (PEP 562): the decisions pull in torch and
-scipy only when used.
+"""Safe releases and retraining: the champion/challenger gate, the Cloud Run canary (its gcloud steps, the
+records of each revision, the decision) and the serving metrics it judges; the production window a candidate
+is gated on, and the labelled images a retraining takes from the inference log. Imports are lazy (PEP 562):
+the decisions pull in torch and scipy only when used.
 """
 
 from imagenette_drift._lazy import lazy_exports
@@ -26,6 +26,8 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "WindowComparison": "production",
         "compare_on_window": "production",
         "format_window_table": "production",
+        "Evaluation": "gate",
+        "GateDecision": "gate",
         "ExportSummary": "labelled",
         "export_labelled": "labelled",
     },

@@ -4,7 +4,7 @@ Model-quality checks use each revision's logged records and its own model card:
 
 - estimated top-1 on each revision's own card (`estimation/`): COT (Lu et al., NeurIPS 2023) when both cards
   store the held-out class shares, else ATC-MC (Garg et al., ICLR 2022), the same method for both,
-- unfamiliar share (the share of records the server scored unfamiliar, `drift/familiarity.py`),
+- unfamiliar share (the share of records the server scored unfamiliar, `familiarity/reference.py`),
 - class-share shift between the revisions' predicted classes: total-variation distance, and the chi-squared
   test of homogeneity of the 2 x C table of counts (`scipy.stats.chi2_contingency`).
 

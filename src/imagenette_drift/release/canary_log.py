@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from imagenette_drift.errors import UserError
-from imagenette_drift.inference_log.schema import PREDICTION_SCHEMA, LogSchemaError, check_schema
-from imagenette_drift.monitoring.reader import LogLocation, partition_date
+from imagenette_drift.inference_log.reader import LogLocation, model_partition, partition_date, skip_reason
+from imagenette_drift.inference_log.schema import PREDICTION_SCHEMA
 
 log = logging.getLogger(__name__)
 COLUMNS = ["request_id", "timestamp", "model_sha256", "replica_id", "predicted_wnid", "probs", "unfamiliar"]
@@ -53,17 +53,19 @@ class WindowRecords:
 def _read_model_files(
     location: LogLocation, selector: RevisionSelector, since: dt.date | None, skipped: dict[str, str]
 ) -> list[pa.Table]:
-    partition = f"/model={selector.model_sha256[:12]}/"
     tables = []
     for relative in sorted(location.list("predictions")):
         day = partition_date(relative)
-        if partition not in f"/{relative}" or (since is not None and day is not None and day < since):
+        if model_partition(relative) != selector.model_sha256[:12] or (
+            since is not None and day is not None and day < since
+        ):
+            continue
+        reason = skip_reason(location, relative, "predictions")
+        if reason is not None:
+            skipped[relative] = reason
             continue
         try:
-            check_schema(location.read_schema(relative), "predictions", location.full(relative))
             tables.append(location.read_table(relative, columns=COLUMNS))
-        except LogSchemaError as e:
-            skipped[relative] = str(e)
         except (OSError, pa.ArrowException) as e:
             skipped[relative] = f"{location.full(relative)}: not a readable Parquet file ({e})."
     return tables
@@ -82,8 +84,8 @@ def _select(tables: list[pa.Table], selector: RevisionSelector) -> pa.Table:
 
 
 def _newest_day(location: LogLocation, selectors: tuple[RevisionSelector, ...]) -> dt.date | None:
-    partitions = [f"/model={s.model_sha256[:12]}/" for s in selectors]
-    days = [partition_date(r) for r in location.list("predictions") if any(p in f"/{r}" for p in partitions)]
+    models = {s.model_sha256[:12] for s in selectors}
+    days = [partition_date(r) for r in location.list("predictions") if model_partition(r) in models]
     known = [d for d in days if d is not None]
     return max(known) if known else None
 

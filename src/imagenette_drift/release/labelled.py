@@ -25,7 +25,7 @@ from PIL import Image
 
 from imagenette_drift.data.layout import IMAGE_SUFFIXES, find_class_folders
 from imagenette_drift.errors import BadDataError, MissingDataError
-from imagenette_drift.release.logged import list_files, open_log, read_columns, read_labels, read_rows
+from imagenette_drift.inference_log.reader import list_files, open_log, read_columns, read_labels, read_rows
 
 SUMMARY_NAME = "export.json"
 LOGGED_PREFIX = "log-"  # logged images are named log-<request_id>.<ext>, never clashing with the base's names

@@ -4,7 +4,7 @@ Each model answers the window's logged images (`serve --log-images`) through the
 gate's test-set evaluation does, and is measured with its own model card: estimated accuracy by COT (Lu et
 al., NeurIPS 2023) when both cards store the held-out class shares, else by ATC-MC (Garg et al., ICLR 2022;
 `estimation/`), one method for both, the share of images beyond its familiarity thresholds (k-NN
-distance, Sun et al. 2022; `drift/familiarity.py`) and, where `/feedback` labels exist, realized accuracy.
+distance, Sun et al. 2022; `familiarity/reference.py`) and, where `/feedback` labels exist, realized accuracy.
 The prediction shift between the two (share of images they label differently; total-variation distance of
 their predicted class shares) is shown, not judged: a retrained model is expected to change its answers.
 
@@ -36,8 +36,8 @@ from PIL import Image
 from imagenette_drift.card import ModelCard
 from imagenette_drift.checkpoint import InferenceModel
 from imagenette_drift.data.images import pil_to_tensor
-from imagenette_drift.drift.familiarity import FamiliarityReference
 from imagenette_drift.estimation.reference import EstimationReference, shared_method
+from imagenette_drift.familiarity.reference import FamiliarityReference
 from imagenette_drift.monitoring.stats import decode_embeddings, list_matrix
 from imagenette_drift.release.window import TRAINED_COLUMN, ProductionWindow
 

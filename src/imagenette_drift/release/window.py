@@ -23,9 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from imagenette_drift.errors import BadDataError, MissingDataError
-from imagenette_drift.monitoring.report import TABLE_NAME, read_table
-from imagenette_drift.monitoring.windows import CLOSED, US, WindowCursor, WindowSpec, assign_windows
-from imagenette_drift.release.logged import (
+from imagenette_drift.inference_log.reader import (
     join_labels,
     list_files,
     models_in_log,
@@ -34,6 +32,8 @@ from imagenette_drift.release.logged import (
     read_labels,
     read_rows,
 )
+from imagenette_drift.monitoring.report import TABLE_NAME, read_table
+from imagenette_drift.monitoring.windows import CLOSED, US, WindowCursor, WindowSpec, assign_windows
 
 LATEST = "latest"
 TRAINED_COLUMN = "trained"  # set by `exclude_trained`: the record's image is in the candidate's training data

@@ -14,15 +14,15 @@ from fastapi.responses import JSONResponse
 
 from imagenette_drift.card import ModelCard
 from imagenette_drift.checkpoint import load_for_inference
-from imagenette_drift.contract import TOP_K, FamiliarityAnswer, PredictionAnswer
-from imagenette_drift.drift.familiarity import FamiliarityReference
 from imagenette_drift.drift.image_stats import image_statistics
+from imagenette_drift.familiarity.reference import FamiliarityReference
 from imagenette_drift.inference_log.writer import PredictionPayload
 from imagenette_drift.serve.batching import GreedyBatchedLoop
 from imagenette_drift.serve.channel import EventChannel
 from imagenette_drift.serve.decode import RequestError, RequestRejected, open_image, request_bytes
 from imagenette_drift.serve.request_log import PredictionResponse
 from imagenette_drift.serve.runtime import Runtime, RuntimeName, create_runtime
+from imagenette_drift.serve_contract import TOP_K, FamiliarityAnswer, PredictionAnswer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,7 +207,7 @@ def prediction_json(
     probs: np.ndarray, card: ModelCard, k: int = TOP_K, familiarity: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """The `/predict` answer (`PredictionAnswer`) for one image's probabilities (C,), as plain JSON data;
-    `familiarity` is `{"knn_distance", "energy", "unfamiliar"}` (see `drift.familiarity`), or None when the
+    `familiarity` is `{"knn_distance", "energy", "unfamiliar"}` (see `imagenette_drift.familiarity`), or None when the
     checkpoint's card has no familiarity bank."""
     answer = PredictionAnswer.from_probs(probs.tolist(), card.class_names, card.wnids, k)
     if familiarity is not None:

@@ -12,7 +12,6 @@ from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse, Response
 
 from imagenette_drift.card import ModelCard
-from imagenette_drift.contract import CheckpointInfo, DriftStatus, InferenceLogInfo, ModelInfo, ServingInfo
 from imagenette_drift.drift.live import LiveWindow
 from imagenette_drift.inference_log.replica import replica_id
 from imagenette_drift.inference_log.sink import open_sink
@@ -26,6 +25,13 @@ from imagenette_drift.serve.middleware import MetricsMiddleware, PredictGuard
 from imagenette_drift.serve.monitor import DriftHub
 from imagenette_drift.serve.request_log import RequestIdMiddleware
 from imagenette_drift.serve.runtime import RuntimeName
+from imagenette_drift.serve_contract import (
+    CheckpointInfo,
+    DriftStatus,
+    InferenceLogInfo,
+    ModelInfo,
+    ServingInfo,
+)
 
 ROUTES = ("/", "/predict", "/health", "/info", "/drift", "/metrics", "/feedback")
 PROMETHEUS_TYPE = CONTENT_TYPE

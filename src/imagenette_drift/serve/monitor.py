@@ -16,12 +16,12 @@ from typing import Any
 
 import torch
 
-from imagenette_drift.contract import DriftStatus
 from imagenette_drift.drift.live import LiveWindow
 from imagenette_drift.drift.online import OnlineDriftMonitor
 from imagenette_drift.drift.reference_size import reference_size_problem
 from imagenette_drift.serve.channel import EventChannel
 from imagenette_drift.serve.metrics import ServerMetrics
+from imagenette_drift.serve_contract import DriftStatus
 
 log = logging.getLogger(__name__)
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from imagenette_drift.drift.explain import (
+from imagenette_drift.drift.functional import median_heuristic_bandwidth
+from imagenette_drift.explanation.reference import (
     ExplanationReference,
     bbse_shares,
     class_shift,
     match_signatures,
     witness_images,
 )
-from imagenette_drift.drift.functional import median_heuristic_bandwidth
 
 
 def test_bbse_inverts_the_confusion_matrix():

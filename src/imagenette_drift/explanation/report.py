@@ -1,7 +1,7 @@
 """A drifting window's explanation in a Markdown report, with witness thumbnails beside their nearest references.
 
 Shared by `imagenette drift` (drift_report.md) and `imagenette monitor` (monitor_report.md): the same
-`contract.DriftExplanation` renders the same way. Thumbnails are small JPEG files written next to the report
+`serve_contract.DriftExplanation` renders the same way. Thumbnails are small JPEG files written next to the report
 (`thumbnails/`), only when the images are available; Pillow only, no torch.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 
 from PIL import Image
 
-from imagenette_drift.contract import DriftExplanation, WitnessImage
 from imagenette_drift.io import atomic_path
+from imagenette_drift.serve_contract import DriftExplanation, WitnessImage
 
 __all__ = [
     "THUMBNAIL_DIR",

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from imagenette_drift.drift.familiarity import FamiliarityReference, energy_score, knn_distance
+from imagenette_drift.familiarity.reference import FamiliarityReference, energy_score, knn_distance
 
 
 def _clusters(n: int, seed: int, first_dim: int = 0) -> torch.Tensor:

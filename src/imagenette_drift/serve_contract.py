@@ -2,22 +2,22 @@
 
 The server publishes these models in its OpenAPI schema (`/docs`, `/openapi.json`); the app's REST client
 parses answers with them and the app's in-process mode builds them, so both sides read the same fields.
-This module imports pydantic only (no torch, no server stack): the Gradio Space ships it beside the app.
+This module imports pydantic only (no torch, no server stack): the Gradio Space ships it beside the app, with
+the monitor's `monitor_contract` that builds on it.
 Unknown fields are ignored when parsing, so an older client keeps working when the server adds one. Error
 answers (4xx/5xx) are `{"detail": "<what was wrong and how to fix it>"}`, FastAPI's own convention.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "AccuracyEstimateAnswer",
-    "AlertStatus",
+    "Answer",
     "CheckpointInfo",
     "ClassProbability",
     "ClassShare",
@@ -25,22 +25,22 @@ __all__ = [
     "DriftStatus",
     "FamiliarityAnswer",
     "ModelInfo",
-    "MonitorStatus",
     "PredictionAnswer",
     "ServingInfo",
     "SignatureMatch",
-    "WindowRow",
     "WitnessImage",
 ]
 
 TOP_K = 5
 
 
-class _Answer(BaseModel):
+class Answer(BaseModel):
+    """The base of every answer: frozen, and unknown fields are ignored so older clients keep working."""
+
     model_config = ConfigDict(frozen=True, extra="ignore")
 
 
-class ClassProbability(_Answer):
+class ClassProbability(Answer):
     """One class and its softmax probability."""
 
     label: str = Field(description="class name, as in the checkpoint's model card")
@@ -48,7 +48,7 @@ class ClassProbability(_Answer):
     probability: float = Field(ge=0.0, le=1.0)
 
 
-class FamiliarityAnswer(_Answer):
+class FamiliarityAnswer(Answer):
     """How familiar one image is to the model, against the reference bank in the checkpoint's card."""
 
     knn_distance: float = Field(
@@ -63,7 +63,7 @@ class FamiliarityAnswer(_Answer):
     unfamiliar: bool = Field(description="past the threshold that 95% of held-out images stay under")
 
 
-class PredictionAnswer(_Answer):
+class PredictionAnswer(Answer):
     """`POST /predict`: the most likely class and the top-k classes, most likely first."""
 
     label: str
@@ -93,7 +93,7 @@ class PredictionAnswer(_Answer):
         return cls(label=top[0].label, wnid=top[0].wnid, confidence=top[0].probability, top_k=top)
 
 
-class AccuracyEstimateAnswer(_Answer):
+class AccuracyEstimateAnswer(Answer):
     """A window's estimated top-1 accuracy (fraction) with an interval that includes binomial sampling error."""
 
     method: str
@@ -103,7 +103,7 @@ class AccuracyEstimateAnswer(_Answer):
     n: int = Field(ge=1, description="images in the window")
 
 
-class ClassShare(_Answer):
+class ClassShare(Answer):
     """One class of a window: its predicted share against the held-out split's, and BBSE's true share."""
 
     label: str
@@ -115,14 +115,14 @@ class ClassShare(_Answer):
     )
 
 
-class SignatureMatch(_Answer):
+class SignatureMatch(Answer):
     """A corruption whose signature (shift of input statistics and mean embedding) resembles the window's."""
 
     corruption: str = Field(description="an ImageNet-C corruption name, e.g. fog")
     similarity: float = Field(ge=-1.0, le=1.0, description="mean cosine similarity of the two shift parts")
 
 
-class WitnessImage(_Answer):
+class WitnessImage(Answer):
     """One of the window's images with the largest MMD witness value (the images that drive the drift)."""
 
     witness: float = Field(
@@ -140,7 +140,7 @@ class WitnessImage(_Answer):
     nearest_thumbnail: str | None = Field(default=None, description="thumbnail of the nearest reference")
 
 
-class DriftExplanation(_Answer):
+class DriftExplanation(Answer):
     """Why a window drifts: which classes moved, what the shift looks like, which images drive it."""
 
     classes: list[ClassShare] = Field(description="every class, in the card's class order")
@@ -156,7 +156,7 @@ class DriftExplanation(_Answer):
     witnesses: list[WitnessImage] = Field(default_factory=list)
 
 
-class DriftStatus(_Answer):
+class DriftStatus(Answer):
     """`GET /drift`: the online drift monitor's latest window (MMD^2 against the training reference)."""
 
     enabled: bool = Field(description="False when the checkpoint carries no online reference (see `reason`)")
@@ -214,14 +214,14 @@ class DriftStatus(_Answer):
         )
 
 
-class CheckpointInfo(_Answer):
+class CheckpointInfo(Answer):
     """Where the served checkpoint came from."""
 
     source: str = Field(description="the path or gs:// URI given to `imagenette serve`")
     sha256: str
 
 
-class ServingInfo(_Answer):
+class ServingInfo(Answer):
     """How the server runs the model (the `imagenette serve` flags in effect)."""
 
     runtime: Literal["torch", "bf16", "onnx", "cuda"]
@@ -237,7 +237,7 @@ class ServingInfo(_Answer):
     max_pixels: int
 
 
-class InferenceLogInfo(_Answer):
+class InferenceLogInfo(Answer):
     """Whether and where this replica writes the inference log (`imagenette serve --log`)."""
 
     enabled: bool
@@ -246,7 +246,7 @@ class InferenceLogInfo(_Answer):
     feedback: bool = Field(description="whether POST /feedback is on (a token is configured)")
 
 
-class ModelInfo(_Answer):
+class ModelInfo(Answer):
     """`GET /info`: what model this is, where it came from, and how it was trained and is served."""
 
     model_name: str = Field(description="timm model name")
@@ -261,83 +261,3 @@ class ModelInfo(_Answer):
     drift_reference: bool = Field(description="whether the checkpoint carries a drift reference")
     serving: ServingInfo
     inference_log: InferenceLogInfo
-
-
-# -- `imagenette monitor`: monitor_report.json and GET /status of `--follow` ----------------------------------
-class WindowRow(_Answer):
-    """One window of the fleet's traffic (columns of `windows.parquet`); p-values are null when not tested."""
-
-    window: int = Field(description="sequential window number, over every run of this monitor")
-    window_start: dt.datetime = Field(
-        description="UTC start (time windows: interval start; count: first record)"
-    )
-    window_end: dt.datetime = Field(description="UTC end (time windows: interval end; count: last record)")
-    n: int = Field(description="records in the window, from every replica")
-    n_replicas: int = Field(description="replicas that served them")
-    mmd_statistic: float | None = Field(description="unbiased MMD^2 of the embeddings against the reference")
-    mmd_p_value: float | None = Field(description="permutation p-value of the MMD test")
-    inputs_statistic: float | None = Field(description="largest KS distance of the input statistics")
-    inputs_p_value: float | None = Field(description="Bonferroni KS p-value of the input statistics")
-    label_shift_statistic: float | None = Field(description="chi-squared of the predicted-class histogram")
-    label_shift_p_value: float | None = Field(description="p-value of the label-shift test")
-    drift: bool = Field(description="a test's p-value is below alpha / number of tests")
-    mean_confidence: float | None = Field(description="mean top-1 softmax probability")
-    n_labelled: int = Field(description="records with a label posted to /feedback (any replica)")
-    realized_accuracy: float | None = Field(description="top-1 accuracy on the labelled records")
-    estimated_accuracy: float | None = Field(None, description="label-free accuracy estimate, else null")
-    unfamiliar_share: float | None = Field(None, description="share of unfamiliar requests, else null")
-    top_signature: str | None = Field(
-        None, description="drifting windows: best-matching corruption, or 'no known signature'"
-    )
-    top_signature_similarity: float | None = Field(None, description="its similarity")
-    top_moved_class: str | None = Field(None, description="class with the largest |chi-squared residual|")
-    bbse_max_change: float | None = Field(
-        None, description="largest |BBSE true share - held-out true share| over classes"
-    )
-    explanation: DriftExplanation | None = Field(
-        None, description="drifting windows: the full explanation (windows.parquet keeps it as JSON text)"
-    )
-
-    @field_validator("explanation", mode="before")
-    @classmethod
-    def _parse_json(cls, value: object) -> object:
-        if isinstance(value, str):
-            import json
-
-            return json.loads(value)
-        return value
-
-
-class AlertStatus(_Answer):
-    """The alert's hysteresis state and its history."""
-
-    active: bool
-    drifting_run: int = Field(description="drifting windows in a row, ending with the latest")
-    clean_run: int = Field(description="clean windows in a row, ending with the latest")
-    raised_at: str | None = Field(description="window end of the last raised alert (UTC, ISO-8601)")
-    raised_window: int | None
-    suppressed: int = Field(description="alerts held back by the cool-down")
-    history: list[dict] = Field(description="raised/cleared events, oldest first")
-    alert_k: int
-    clear_k: int
-    cooldown_s: float
-
-
-class MonitorStatus(_Answer):
-    """Everything a monitor run knows: the window table, the alert and how the log was read."""
-
-    log: str = Field(description="the log location read (a folder or gs:// prefix)")
-    checkpoint_sha256: str
-    window: str = Field(description="the window rule, e.g. '500 records' or '3600 s'")
-    engine: str
-    alpha: float
-    updated_at: dt.datetime = Field(description="when this run finished (UTC)")
-    windows: list[WindowRow]
-    alert: AlertStatus
-    pending_records: int = Field(description="records waiting for their window to close")
-    late_records: int = Field(description="records that arrived after their window closed (not tested)")
-    files_read: int = Field(description="prediction files read so far")
-    files_read_this_run: int
-    files_skipped: dict[str, str] = Field(description="file -> why it was skipped (foreign, truncated)")
-    files_other_models: int = Field(description="prediction files of other checkpoints in the log (not read)")
-    files_deleted: int = Field(0, description="files deleted by --log-retention-days in this run")
