@@ -81,11 +81,15 @@ def test_state_round_trips_through_a_weights_only_load():
     torch.save(reference.state_dict(), buffer)
     buffer.seek(0)
     state = torch.load(buffer, weights_only=True)
-    assert EstimationReference.from_state_dict(state) == reference
+    loaded = EstimationReference.from_state_dict(state)
+    assert loaded == reference and state["version"] == 3
+    assert torch.equal(loaded.heldout_probs, reference.heldout_probs)
+    assert torch.equal(loaded.heldout_labels, reference.heldout_labels)
     probs = _calibrated(100, 2.0, seed=5)[0].softmax(1)
-    assert (
-        estimate_accuracy(state, probs)["atc_mc"]["estimate"] == reference.estimate(probs)["atc_mc"].estimate
-    )
+    for method in ("atc_mc", "cot_ls"):
+        assert (
+            estimate_accuracy(state, probs)[method]["estimate"] == reference.estimate(probs)[method].estimate
+        )
     with pytest.raises(ValueError, match="version"):
         EstimationReference.from_state_dict({**state, "version": 99})
 
@@ -129,7 +133,7 @@ def test_a_version_1_card_loads_and_falls_back_to_atc_mc_with_a_note():
 
     reference = EstimationReference.fit(*_calibrated(500, 2.0, seed=8))
     old = EstimationReference.from_state_dict(_version_1(reference))
-    assert reference.primary == "cot" and reference.note is None
+    assert reference.primary == "cot_ls" and reference.note is None
     assert old.primary == "atc_mc" and "retrain" in old.note
     probs = _calibrated(100, 2.0, seed=9)[0].softmax(1)
     assert set(old.estimate(probs)) == {"atc_mc", "atc_ne", "ac", "doc"}
@@ -137,10 +141,59 @@ def test_a_version_1_card_loads_and_falls_back_to_atc_mc_with_a_note():
     assert window_estimator(_version_1(reference))(probs.numpy()) == old.estimate(probs)["atc_mc"].estimate
     with pytest.raises(ValueError, match="atc_mc, atc_ne, ac, doc for this card"):
         window_estimator(_version_1(reference), "cot")
-    # Two models are compared on one estimator: COT only when both cards can compute it.
-    assert shared_method(reference.state_dict(), reference.state_dict()) == "cot"
+    # Two models are compared on one estimator: the best both cards can compute.
+    assert shared_method(reference.state_dict(), reference.state_dict()) == "cot_ls"
+    assert shared_method(reference.state_dict(), _version_2(reference)) == "cot"
     assert shared_method(reference.state_dict(), _version_1(reference)) == "atc_mc"
-    assert shared_method(None, reference.state_dict()) == "cot"
+    assert shared_method(None, reference.state_dict()) == "cot_ls"
+    version_2 = EstimationReference.from_state_dict(_version_2(reference))
+    assert version_2.primary == "cot" and "cot_ls" not in version_2.estimate(probs)
+    assert version_2.estimate(probs)["cot"] == reference.estimate(probs)["cot"]
+
+
+def _version_2(reference: EstimationReference) -> dict:
+    """The `estimation` field as cards written before `cot_ls` stored it (no held-out rows)."""
+    state = reference.state_dict()
+    for key in ("heldout_probs", "heldout_labels", "label_shift_thresholds"):
+        state.pop(key)
+    return state | {"version": 2}
+
+
+def _label_shifted(logits: torch.Tensor, labels: torch.Tensor, shares: list[float], n: int, seed: int):
+    """`n` rows drawn (with replacement) class by class in the given shares: p(x | y) unchanged."""
+    g = torch.Generator().manual_seed(seed)
+    counts = torch.multinomial(torch.tensor(shares), n, replacement=True, generator=g).bincount(minlength=10)
+    idx = torch.cat(
+        [
+            torch.nonzero(labels == c).flatten()[
+                torch.randint(0, int((labels == c).sum()), (int(k),), generator=g)
+            ]
+            for c, k in enumerate(counts)
+            if k
+        ]
+    )
+    return logits[idx], labels[idx]
+
+
+def test_cot_ls_reads_a_pure_label_shift_as_one_and_a_collapse_as_cot_does():
+    """Three classes make up 90% of a window of new images from the held-out distribution: accuracy is what
+    those classes score, COT reads the missing classes as errors, `cot_ls` recognises the label shift. A window
+    collapsed onto one class with full confidence is no label shift: `cot_ls` keeps COT's reading."""
+    reference = EstimationReference.fit(*_calibrated(3000, 5.0, seed=3))
+    logits, labels = _label_shifted(*_calibrated(6000, 5.0, seed=21), [0.3, 0.3, 0.3] + [0.1 / 7] * 7, 500, 5)
+    true = float((logits.argmax(1) == labels).float().mean())
+    shares, statistic, pure = reference.label_shift(
+        apply_temperature(logits.softmax(1), reference.temperature)
+    )
+    assert pure and shares[:3].sum() > 0.8, (shares, statistic)
+    estimates = reference.estimate(logits.softmax(1))
+    error = abs(estimates["cot_ls"].estimate - true)
+    assert error < 0.06 and abs(estimates["cot"].estimate - true) > 3 * error + 0.05, (true, estimates)
+    collapsed = torch.full((200, 10), 1e-4)
+    collapsed[:, 2] = 1.0
+    collapsed = collapsed / collapsed.sum(1, keepdim=True)
+    assert not reference.label_shift(apply_temperature(collapsed, reference.temperature))[2]
+    assert reference.estimate(collapsed)["cot_ls"].estimate == reference.estimate(collapsed)["cot"].estimate
 
 
 def test_cot_holds_on_a_calibrated_window_and_its_interval_widens_with_the_drop():

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from imagenette_drift.card import ModelCard
 from imagenette_drift.estimation.harm import HarmAlert
-from imagenette_drift.estimation.reference import CONFIDENCE_METHODS, METHODS, EstimationReference
+from imagenette_drift.estimation.reference import CONFIDENCE_METHODS, EstimationReference
 from imagenette_drift.explanation.reference import ExplanationReference, witness_images
 from imagenette_drift.familiarity.reference import FamiliarityReference
 
@@ -87,7 +87,7 @@ class WindowAssessor:
     ) -> WindowAssessor:
         """The same from the card's field states (e.g. in the drift callback, before a card exists)."""
         reference = EstimationReference.from_state_dict(estimation) if estimation else None
-        available = CONFIDENCE_METHODS if reference is None or not reference.has_transport else METHODS
+        available = CONFIDENCE_METHODS if reference is None else reference.methods
         if harm_method is not None and harm_method not in available:
             raise ValueError(
                 f"harm_method must be one of {', '.join(available)} for this model card; got {harm_method!r}."
@@ -223,10 +223,7 @@ def assess_windows(
         summary["accuracy"] = {
             "heldout": assessor.estimation.heldout_accuracy,
             "temperature": assessor.estimation.temperature,
-            "methods": {
-                m: sum(r[f"acc_{m}"] for r in rows) / len(rows)
-                for m in (METHODS if assessor.estimation.has_transport else CONFIDENCE_METHODS)
-            },
+            "methods": {m: sum(r[f"acc_{m}"] for r in rows) / len(rows) for m in assessor.estimation.methods},
             "harm_method": assessor.harm_method,
             "drop_points": assessor.harm.drop_points,
             "harm_after_windows": assessor.harm.windows,

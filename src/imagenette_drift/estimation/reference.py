@@ -9,19 +9,25 @@ probabilities, ONNX included); the held-out values they need are fitted once at 
   confidence from the held-out split to the window.
 - ``cot``, ``cott``: confidence optimal transport and its thresholded variant (Lu et al., NeurIPS 2023;
   `transport`), against the held-out class shares.
+- ``cot_ls``: COT that tells a pure label shift from a breaking model (`label_shift`): BBSE estimates the
+  window's class shares; when the window's rows match the held-out rows reweighted to those shares (a weighted
+  MMD below the held-out label-shift threshold), the rows are transported onto the estimated shares, else onto
+  the held-out ones (plain COT).
 - ``nuclear``: held-out accuracy plus the change of the normalised nuclear norm of the prediction matrix from
   the held-out split to the window (Deng et al., ICML 2023).
 
 `EstimationReference.primary` names the estimate that decisions read (the harm alert, the gate, the canary,
-the monitor's table): ``cot`` when the card stores the held-out class shares, else ``atc_mc`` (cards written
-before COT; see `benchmarks/results/accuracy_estimation.md` for why ATC misses a collapse under corruption).
+the monitor's table): ``cot_ls`` when the card stores the held-out rows, ``cot`` on cards that store only the
+class shares, else ``atc_mc`` (cards written before COT; see `benchmarks/results/accuracy_estimation.md` for why
+ATC misses a collapse under corruption and COT misreads a label shift).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
+from functools import cached_property
 from typing import Any, Literal
 
 import torch
@@ -32,6 +38,15 @@ from imagenette_drift.estimation.confidence import (
     atc_threshold,
     confidence_scores,
     fit_temperature,
+)
+from imagenette_drift.estimation.label_shift import (
+    bbse_shares,
+    label_shift_thresholds,
+    log_prob_features,
+    median_bandwidth,
+    soft_confusion,
+    threshold_at,
+    weighted_mmd2,
 )
 from imagenette_drift.estimation.transport import (
     cott_threshold,
@@ -49,13 +64,14 @@ __all__ = [
     "window_estimator",
 ]
 
-Method = Literal["atc_mc", "atc_ne", "ac", "doc", "cot", "cott", "nuclear"]
-METHODS: tuple[str, ...] = ("atc_mc", "atc_ne", "ac", "doc", "cot", "cott", "nuclear")
+Method = Literal["atc_mc", "atc_ne", "ac", "doc", "cot", "cott", "cot_ls", "nuclear"]
+METHODS: tuple[str, ...] = ("atc_mc", "atc_ne", "ac", "doc", "cot", "cott", "cot_ls", "nuclear")
 CONFIDENCE_METHODS: tuple[str, ...] = ("atc_mc", "atc_ne", "ac", "doc")
-# Version 2 adds the transport fields (class shares, COTT threshold, held-out nuclear score); version 1 cards
-# still load and estimate with the confidence methods only.
-ESTIMATION_VERSION = 2
-SUPPORTED_VERSIONS = (1, 2)
+TRANSPORT_METHODS: tuple[str, ...] = (*CONFIDENCE_METHODS, "cot", "cott", "nuclear")
+# Version 2 adds the transport fields (class shares, COTT threshold, held-out nuclear score); version 3 the
+# held-out rows and label-shift thresholds of `cot_ls`. Older cards still load and estimate with fewer methods.
+ESTIMATION_VERSION = 3
+SUPPORTED_VERSIONS = (1, 2, 3)
 FALLBACK_NOTE = (
     "this model card predates transport-based estimation (no held-out class shares); decisions read ATC-MC, "
     "which stays high when a corrupted input makes the model confidently wrong: retrain to store them"
@@ -112,6 +128,11 @@ class EstimationReference:
     cott_threshold: float | None = None
     heldout_cot_error: float | None = None  # COT's estimated error on the held-out split itself
     heldout_nuclear: float | None = None
+    # Version 3 (None before): (N, C) float32 temperature-scaled held-out softmax rows, (N,) int64 labels, and
+    # the weighted MMD^2 that pure label shifts stay below, per window size (`label_shift_thresholds`).
+    heldout_probs: Tensor | None = field(default=None, compare=False, repr=False)
+    heldout_labels: Tensor | None = field(default=None, compare=False, repr=False)
+    label_shift_thresholds: dict[int, float] | None = None
     # The interval's allowance for the estimator's own bias: this fraction of the estimated drop from the
     # held-out accuracy, as a standard deviation (set from the benchmark's leave-one-family-out residuals).
     bias_fraction: float = 0.0
@@ -143,6 +164,9 @@ class EstimationReference:
             cott_threshold=cott_threshold(probs, shares, 1.0 - accuracy),
             heldout_cot_error=transport_cost(probs, shares),
             heldout_nuclear=nuclear_score(probs),
+            heldout_probs=probs.contiguous(),
+            heldout_labels=labels.contiguous(),
+            label_shift_thresholds=label_shift_thresholds(probs, labels),
             bias_fraction=bias_fraction,
         )
 
@@ -152,9 +176,42 @@ class EstimationReference:
         return self.class_shares is not None
 
     @property
+    def has_label_shift(self) -> bool:
+        """Whether the card stores what `cot_ls` needs (version 3)."""
+        return self.has_transport and self.heldout_probs is not None and bool(self.label_shift_thresholds)
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The methods this card can compute."""
+        if self.has_label_shift:
+            return METHODS
+        return TRANSPORT_METHODS if self.has_transport else CONFIDENCE_METHODS
+
+    @property
     def primary(self) -> str:
-        """The method decisions read: ``cot``, or ``atc_mc`` on a card without class shares."""
+        """The method decisions read: ``cot_ls``; ``cot`` on a version-2 card, ``atc_mc`` on a version-1 card."""
+        if self.has_label_shift:
+            return "cot_ls"
         return "cot" if self.has_transport else "atc_mc"
+
+    @cached_property
+    def _label_shift_state(self) -> tuple[Tensor, Tensor, float, Tensor]:
+        probs, labels = self.heldout_probs.float(), self.heldout_labels.long()
+        shares = torch.bincount(labels, minlength=probs.shape[1]).float() / len(labels)
+        features = log_prob_features(probs)
+        return soft_confusion(probs, labels, probs.shape[1]), features, median_bandwidth(features), shares
+
+    def label_shift(self, scaled: Tensor) -> tuple[Tensor, float, bool]:
+        """A window's BBSE class shares (C,), its weighted MMD^2 against the held-out rows reweighted to them,
+        and whether that stays below the card's threshold for the window's size (a pure label shift).
+
+        `scaled`: (N, C) temperature-scaled softmax rows. Needs a version-3 card (`has_label_shift`).
+        """
+        confusion, features, bandwidth, heldout_shares = self._label_shift_state
+        shares = bbse_shares(scaled, confusion)
+        weights = (shares / heldout_shares.clamp_min(1e-12))[self.heldout_labels.long()]
+        statistic = weighted_mmd2(log_prob_features(scaled), features, weights, bandwidth)
+        return shares, statistic, statistic <= threshold_at(self.label_shift_thresholds, len(scaled))
 
     @property
     def note(self) -> str | None:
@@ -189,6 +246,12 @@ class EstimationReference:
             values["cot"] = 1.0 - float((plan * cost).sum())
             values["cott"] = 1.0 - float(plan[cost > self.cott_threshold].sum())
             values["nuclear"] = a + nuclear_score(scaled) - self.heldout_nuclear
+        if self.has_label_shift:
+            label_shares, _, pure_label_shift = self.label_shift(scaled)
+            values["cot_ls"] = values["cot"]
+            if pure_label_shift:
+                shifted = transport_plan(scaled, label_shares)
+                values["cot_ls"] = 1.0 - float((shifted * (1.0 - scaled)).sum())
         return {
             m: _interval(m, v, n, calibration_var, self.bias_fraction * max(0.0, a - v), z)
             for m, v in values.items()
@@ -199,7 +262,8 @@ class EstimationReference:
         state = asdict(self)
         if self.class_shares is not None:
             state["class_shares"] = list(self.class_shares)
-        return {"version": ESTIMATION_VERSION} | state
+        version = 3 if self.has_label_shift else 2 if self.has_transport else 1
+        return {"version": version} | state
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> EstimationReference:
@@ -214,6 +278,10 @@ class EstimationReference:
         values = {k: v for k, v in state.items() if k in known}
         if values.get("class_shares") is not None:
             values["class_shares"] = tuple(float(s) for s in values["class_shares"])
+        if values.get("label_shift_thresholds") is not None:
+            values["label_shift_thresholds"] = {
+                int(k): float(v) for k, v in values["label_shift_thresholds"].items()
+            }
         return cls(**values)
 
 
@@ -225,8 +293,11 @@ def estimate_accuracy(state: dict[str, Any], probs: Tensor, z: float = 1.96) -> 
 
 def shared_method(*states: dict[str, Any] | None) -> str:
     """The primary method every given card's `estimation` state can compute, so two models are compared on one
-    estimator: ``cot`` when all store the held-out class shares, else ``atc_mc`` (None states are skipped)."""
+    estimator: ``cot_ls`` when all store the held-out rows, ``cot`` when all store the class shares, else
+    ``atc_mc`` (None states are skipped)."""
     references = [EstimationReference.from_state_dict(s) for s in states if s]
+    if references and all(r.has_label_shift for r in references):
+        return "cot_ls"
     return "cot" if references and all(r.has_transport for r in references) else "atc_mc"
 
 
@@ -239,7 +310,7 @@ def window_estimator(state: dict[str, Any], method: Method | None = None) -> Cal
     """
     reference = EstimationReference.from_state_dict(state)
     method = method or reference.primary
-    available = METHODS if reference.has_transport else CONFIDENCE_METHODS
+    available = reference.methods
     if method not in available:
         raise ValueError(f"method must be one of {', '.join(available)} for this card; got {method!r}.")
 
