@@ -145,7 +145,7 @@ def _one_line(parser: CommandParser, message: str) -> str:
         return f"the following arguments are required: {flag}"
     action = next((a for a in _all_actions(parser) if flag in a.option_strings), None)
     typehint = _typehint(action) if action is not None else None
-    got = re.search(r"Got value: (.*)$", message) or re.search(r": (\S+) does not conform", message)
+    got = re.search(r"(?:Got|Given) value: (.*)$", message, re.M) or re.search(r": (\S+) does not conform", message)
     value = got.group(1) if got else "?"
     args = [a for a in get_args(typehint) if a is not type(None)]
     if get_origin(typehint) is Literal or (len(args) == 1 and get_origin(args[0]) is Literal):
