@@ -153,7 +153,7 @@ def _one_line(parser: CommandParser, message: str) -> str:
         return f"argument {flag}: invalid choice: {value!r} (choose from {', '.join(map(str, choices))})"
     name = _TYPE_NAMES.get(args[0] if len(args) == 1 else typehint)
     if name is not None:
-        return f"argument {flag}: expected {name}, got {value!r}"
+        return f"argument {flag}: must be {name}, got {value!r}"
     return f"argument {flag}: " + "; ".join(lines[1:] or lines)
 
 
