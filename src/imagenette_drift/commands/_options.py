@@ -74,8 +74,12 @@ class CommandParser(jsonargparse.ArgumentParser):
         for action in self._actions:
             if _typehint(action) is bool:  # a switch, as argparse's store_true, that also takes true/false
                 action.nargs, action.const = "?", True
+            elif get_origin(_typehint(action)) is list:  # one item per flag, the flag repeated
+                action.metavar = action.dest.rpartition(".")[2].upper()
 
-    def parse_args(self, args: Sequence[str] | None = None, *rest: Any, **kwargs: Any) -> jsonargparse.Namespace:  # type: ignore[override]
+    def parse_args(
+        self, args: Sequence[str] | None = None, *rest: Any, **kwargs: Any
+    ) -> jsonargparse.Namespace:  # type: ignore[override]
         argv = list(sys.argv[1:] if args is None else args)
         return super().parse_args(self._new_spellings(argv), *rest, **kwargs)
 
@@ -145,7 +149,9 @@ def _one_line(parser: CommandParser, message: str) -> str:
         return f"the following arguments are required: {flag}"
     action = next((a for a in _all_actions(parser) if flag in a.option_strings), None)
     typehint = _typehint(action) if action is not None else None
-    got = re.search(r"(?:Got|Given) value: (.*)$", message, re.M) or re.search(r": (\S+) does not conform", message)
+    got = re.search(r"(?:Got|Given) value: (.*)$", message, re.M) or re.search(
+        r": (\S+) does not conform", message
+    )
     value = got.group(1) if got else "?"
     args = [a for a in get_args(typehint) if a is not type(None)]
     if get_origin(typehint) is Literal or (len(args) == 1 and get_origin(args[0]) is Literal):

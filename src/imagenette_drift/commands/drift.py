@@ -25,7 +25,6 @@ from imagenette_drift.drift.windows import format_table, run_window_tests, windo
 from imagenette_drift.errors import BadCheckpointError, BadDataError, UserError
 from imagenette_drift.explain_report import add_thumbnails, write_drift_markdown
 
-
 HarmMethod = Literal["atc_mc", "atc_ne", "ac", "doc", "cot", "cott", "nuclear"]
 
 

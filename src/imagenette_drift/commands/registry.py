@@ -88,7 +88,9 @@ def build_parser() -> CommandParser:
     actions.add_subcommand("promote", promote, help="make a version the champion")
     lineage = CommandParser("lineage", None, LineageOptions)
     actions.add_subcommand(
-        "lineage", lineage, help="the release log (lineage.jsonl): every canary step and decision with its reason"
+        "lineage",
+        lineage,
+        help="the release log (lineage.jsonl): every canary step and decision with its reason",
     )
     return parser
 

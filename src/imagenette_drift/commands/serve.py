@@ -16,6 +16,7 @@ from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt
 
 from imagenette_drift.commands._options import CommandParser
 
+
 def default_cache_dir() -> Path:
     """`$IMAGENETTE_CACHE`, else `$XDG_CACHE_HOME/imagenette-drift`, else `~/.cache/imagenette-drift`."""
     if os.environ.get("IMAGENETTE_CACHE"):
