@@ -15,7 +15,7 @@ from imagenette_drift.card import CHECKPOINT_KEY
 from imagenette_drift.checkpoint import load_for_inference
 from imagenette_drift.cli import cli_main
 from imagenette_drift.commands.drift import embed_folder
-from imagenette_drift.drift.reference import DriftReference
+from imagenette_drift.drift.reference import DriftReference, ReferenceSettings
 from imagenette_drift.drift.reference_size import (
     MIN_REFERENCE,
     ReferenceTooSmallError,
@@ -62,7 +62,9 @@ def small_reference_checkpoint(trained_checkpoint: Path, tmp_path_factory: pytes
         )
     assert exit_info.value.code == 2 and not (out / "model.ckpt").exists()
     model = load_for_inference(trained_checkpoint)
-    reference = DriftReference.fit(*embed_folder(model, sorted(folder.iterdir())), window_size=20)
+    reference = DriftReference.fit(
+        *embed_folder(model, sorted(folder.iterdir())), settings=ReferenceSettings(window_size=20)
+    )
     state = torch.load(trained_checkpoint, map_location="cpu", weights_only=True)
     state[CHECKPOINT_KEY]["drift"] = reference.state_dict()
     torch.save(state, out / "model.ckpt")

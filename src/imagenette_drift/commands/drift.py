@@ -19,7 +19,7 @@ from imagenette_drift.data.layout import list_images
 from imagenette_drift.data.root import resolve_root
 from imagenette_drift.drift.assessment import WindowAssessor, assess_windows, format_assessment
 from imagenette_drift.drift.image_stats import image_statistics
-from imagenette_drift.drift.reference import DriftReference
+from imagenette_drift.drift.reference import DriftReference, ReferenceSettings
 from imagenette_drift.drift.reference_size import check_reference_size
 from imagenette_drift.drift.windows import format_table, run_window_tests, window_tests, write_report
 from imagenette_drift.errors import BadCheckpointError, BadDataError, UserError
@@ -143,7 +143,10 @@ def refit_reference(model: InferenceModel, reference: DriftReference, args: Drif
         raise type(e)(f"--refit_reference: {e}") from e
     window = args.window or reference.window_size
     check_reference_size(min(len(paths), 1000), window, window_tests(reference, window))
-    refitted = DriftReference.fit(*embed_folder(model, paths, batch_size=args.batch_size), window_size=window)
+    refitted = DriftReference.fit(
+        *embed_folder(model, paths, batch_size=args.batch_size),
+        settings=ReferenceSettings(window_size=window),
+    )
     state = torch.load(args.ckpt_path, map_location="cpu", weights_only=True)
     state[CHECKPOINT_KEY]["drift"] = refitted.state_dict()
     dest = args.output / "model.ckpt"
@@ -175,6 +178,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "configs) and --data.val_fraction > 0."
         )
     reference = DriftReference.from_state_dict(model.card.drift)
+    if args.window is not None and args.window < 2:
+        raise UserError(
+            f"--window {args.window}: a window needs at least 2 images; pass a --window of 2 or more "
+            "(or omit it for the reference's)."
+        )
     if args.refit_reference is not None:
         refit_reference(model, reference, args)
         return {}
@@ -188,11 +196,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
         paths = sorted(random.Random(args.seed).sample(paths, args.limit))
     if len(paths) < 2:
         raise BadDataError(f"{flag}: {folder} holds {len(paths)} image(s); drift tests need at least 2.")
-    if args.window is not None and args.window < 2:
-        raise UserError(
-            f"--window {args.window}: a window needs at least 2 images; pass a --window of 2 or more "
-            "(or omit it for the reference's)."
-        )
     window = args.window
     if window is not None and window > len(paths):
         # A small folder (the sample, a pipeline's smoke data): one window of everything, said as it is.
