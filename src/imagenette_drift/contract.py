@@ -242,7 +242,7 @@ class InferenceLogInfo(_Answer):
 
     enabled: bool
     location: str | None = Field(description="a folder or gs:// prefix; null when logging is off")
-    images: bool = Field(description="whether the original image bytes are logged (--log-images)")
+    images: bool = Field(description="whether the original image bytes are logged (--log_images)")
     feedback: bool = Field(description="whether POST /feedback is on (a token is configured)")
 
 
@@ -340,4 +340,4 @@ class MonitorStatus(_Answer):
     files_read_this_run: int
     files_skipped: dict[str, str] = Field(description="file -> why it was skipped (foreign, truncated)")
     files_other_models: int = Field(description="prediction files of other checkpoints in the log (not read)")
-    files_deleted: int = Field(0, description="files deleted by --log-retention-days in this run")
+    files_deleted: int = Field(0, description="files deleted by --log_retention_days in this run")

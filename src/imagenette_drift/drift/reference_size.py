@@ -83,7 +83,7 @@ def reference_size_problem(n_reference: int, window: int, tests: Iterable[str] =
     return (
         f"the drift reference holds {n_reference} images, fewer than the {needed} that calibrate drift tests "
         f"on windows of {window} (benchmarks/results/reference_size.md): refit it on at least {needed} "
-        f"held-out images (`imagenette drift --ckpt_path CKPT --refit-reference DIR`, or fit with a larger "
+        f"held-out images (`imagenette drift --ckpt_path CKPT --refit_reference DIR`, or fit with a larger "
         f"--data.val_fraction){window_fix}"
     )
 

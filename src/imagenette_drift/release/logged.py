@@ -1,6 +1,6 @@
 """Read the inference log back for a release: prediction records (with their images) and the feedback labels.
 
-The monitor reads windows of statistics; a release also needs the logged images (`serve --log-images`) and the
+The monitor reads windows of statistics; a release also needs the logged images (`serve --log_images`) and the
 labels posted to the authenticated `POST /feedback`, the only writer of label records (`serve/feedback.py`
 checks the bearer token before it queues one). Files are found and checked with the monitor's own
 `LogLocation` and `check_schema`, so a foreign, truncated or newer file is skipped with the same reason.
