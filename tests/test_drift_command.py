@@ -105,8 +105,8 @@ def test_drift_report_estimates_accuracy_and_names_fog(
         f"--data.predict_dir={sample_root / 'val'}",
         "--data.corruption=fog",
         "--data.severity=5",
-        "--harm-drop=1",
-        "--harm-windows=1",
+        "--harm_drop=1",
+        "--harm_windows=1",
     )
     printed = capsys.readouterr().out
     assert "estimated accuracy" in printed and "looks like: fog" in printed
@@ -139,7 +139,7 @@ def test_drift_report_shows_witness_thumbnails_beside_their_nearest_held_out_ima
         f"--data.predict_dir={sample_root / 'val'}",
         "--data.corruption=fog",
         "--data.severity=5",
-        f"--reference-root={sample_root}",
+        f"--reference_root={sample_root}",
     )
     markdown = (out / "drift_report.md").read_text()
     assert fog["explanations"] and "## Why the drifting windows drift" in markdown

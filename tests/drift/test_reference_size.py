@@ -43,7 +43,7 @@ def test_the_table_is_looked_up_by_window_and_tests() -> None:
     assert (
         "\n" not in line
         and f"holds 8 images, fewer than the {needed}" in line
-        and "--refit-reference" in line
+        and "--refit_reference" in line
     )
 
 
@@ -58,7 +58,7 @@ def small_reference_checkpoint(trained_checkpoint: Path, tmp_path_factory: pytes
     # 8 images cannot calibrate windows of 20: the refit refuses, naming the sizes, and writes nothing.
     with pytest.raises(SystemExit) as exit_info:
         cli_main(
-            ["drift", f"--ckpt_path={trained_checkpoint}", f"--refit-reference={folder}", f"--output={out}"]
+            ["drift", f"--ckpt_path={trained_checkpoint}", f"--refit_reference={folder}", f"--output={out}"]
         )
     assert exit_info.value.code == 2 and not (out / "model.ckpt").exists()
     model = load_for_inference(trained_checkpoint)
@@ -80,7 +80,7 @@ def test_refit_reference_writes_a_checkpoint_that_calibrates_the_window(
         [
             "drift",
             f"--ckpt_path={trained_checkpoint}",
-            f"--refit-reference={SAMPLE_ROOT}",
+            f"--refit_reference={SAMPLE_ROOT}",
             f"--output={tmp_path}",
         ]
     )
@@ -111,7 +111,7 @@ def test_monitor_and_drift_refuse_a_reference_too_small_for_the_window(
             cli_main([*command, f"--ckpt_path={small_reference_checkpoint}"])
         err = capsys.readouterr().err.strip()
         assert exit_info.value.code == 2
-        assert err.count("\n") == 0 and "holds 8 images, fewer than the" in err and "--refit-reference" in err
+        assert err.count("\n") == 0 and "holds 8 images, fewer than the" in err and "--refit_reference" in err
         assert not (tmp_path / "out" / "windows.parquet").exists() and not (tmp_path / "drift").exists()
     # The session's checkpoint holds the sample's 40 held-out images: windows of 20 run.
     cli_main(
@@ -135,7 +135,7 @@ def test_the_server_turns_drift_off_for_a_reference_too_small(
     from tests.serve._server import ServeProcess
 
     with ServeProcess(
-        small_reference_checkpoint, tmp_path / "server.log", "--cache-dir", str(tmp_path)
+        small_reference_checkpoint, tmp_path / "server.log", "--cache_dir", str(tmp_path)
     ) as server:
         drift = requests.get(f"{server.url}/drift", timeout=10)
     assert drift.status_code == 200

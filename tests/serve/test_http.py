@@ -136,11 +136,11 @@ def _bad_requests(photo: bytes) -> dict[str, tuple[dict, int, str]]:
         "no file field": ({"files": {"upload": ("a.jpg", photo)}}, 422, "'file'"),
         "no image key": ({"json": {"img": "x"}}, 422, "'image'"),
         "image not a string": ({"json": {"image": [1, 2]}}, 422, "base64 string"),
-        "body over max-bytes": ({"files": {"file": ("a.jpg", b"\xff" * 2_100_000)}}, 413, "--max-bytes"),
+        "body over max-bytes": ({"files": {"file": ("a.jpg", b"\xff" * 2_100_000)}}, 413, "--max_bytes"),
         "decompression bomb": (
             {"files": {"file": ("a.png", png_claiming_size(4000, 2000))}},
             413,
-            "--max-pixels",
+            "--max_pixels",
         ),
     }
 

@@ -102,7 +102,7 @@ class CommandParser(jsonargparse.ArgumentParser):
                     file=sys.stderr,
                 )
                 flag = RENAMED[flag]
-            if flag in actions and get_origin(_typehint(actions[flag])) is list:
+            if flag in actions and get_origin(_typehint(actions[flag])) is list and not flag.endswith("+"):
                 flag += "+"  # jsonargparse's append: a repeated flag adds an item, as argparse's `append`
             out.append(flag + equals + value)
         return out
