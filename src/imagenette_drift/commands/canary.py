@@ -46,8 +46,8 @@ class Lineage:
 
 
 @dataclass(kw_only=True)
-class ServiceTarget(Lineage):
-    """The Cloud Run service, where only `decide --apply` needs it.
+class Service(Lineage):
+    """The Cloud Run service the step acts on.
 
     Args:
         service: The Cloud Run service name.
@@ -55,17 +55,9 @@ class ServiceTarget(Lineage):
         project: Its project (default: gcloud's configured one).
     """
 
-    service: str | None = None
-    region: str | None = None
-    project: str | None = None
-
-
-@dataclass(kw_only=True)
-class Service(ServiceTarget):
-    """The Cloud Run service the step acts on."""
-
     service: str
     region: str
+    project: str | None = None
 
 
 @dataclass(kw_only=True)
@@ -86,7 +78,7 @@ class StartOptions(Service):
 
 
 @dataclass(kw_only=True)
-class DecideOptions(ServiceTarget):
+class DecideOptions(Service):
     """Options of `imagenette canary decide` (with CanaryPolicy's, the tolerances).
 
     Args:
@@ -107,6 +99,8 @@ class DecideOptions(ServiceTarget):
         cache_dir: Where gs:// models download.
     """
 
+    service: str | None = None  # only --apply needs the service
+    region: str | None = None
     log: str
     stable: str = "champion"
     canary: str | None = None
