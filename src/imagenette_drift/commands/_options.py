@@ -57,8 +57,8 @@ _TYPE_NAMES = {
 class CommandParser(jsonargparse.ArgumentParser):
     """The parser of one project command (or one of its subcommands), its flags taken from dataclasses.
 
-    Use `CommandParser("imagenette export", description, ExportOptions)` then `parser.options(argv)` for an
-    `ExportOptions`; a command with subcommands adds a `CommandParser` per subcommand with
+    Use `CommandParser("imagenette export", description, ExportOptions)`, then `parser.options(ExportOptions,
+    argv)` for an `ExportOptions`; a command with subcommands adds a `CommandParser` per subcommand with
     `parser.add_subcommands()`. Any parse error, and `parser.error(...)` in the command, is one line on stderr
     naming the flag (and the choices), exit 2.
     """
