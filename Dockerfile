@@ -29,7 +29,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MPLCONFIGDIR=/tmp/matplotlib \
     WANDB_DIR=/tmp/wandb
 
-# OpenCV (from the corruptions extra, used by `imagenette drift --corruption`) loads these shared libraries.
+# OpenCV (from the corruptions extra, used by `imagenette drift --data.corruption`) loads these shared libraries.
 # Unpinned on purpose: the base image's Debian release fixes their versions and brings security updates.
 # hadolint ignore=DL3008
 RUN apt-get update \

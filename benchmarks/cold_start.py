@@ -74,7 +74,7 @@ def measure(src: Path, checkpoint: Path, workdir: Path, timeout: float = 240.0) 
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "imagenette_drift", "serve", "--ckpt_path", str(checkpoint)]
     command += ["--host", "127.0.0.1", "--port", str(port), "--threads", "1", "--workers", "1"]
-    command += ["--cache-dir", str(workdir / "cache"), "--log-level", "warning"]
+    command += ["--cache_dir", str(workdir / "cache"), "--log_level", "warning"]
     log = workdir / f"serve-{port}.log"
     start = time.perf_counter()
     with open(log, "w") as out:

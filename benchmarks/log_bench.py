@@ -3,7 +3,7 @@
 Both servers stay up and take turns, round after round (the load generator and drive loop of serve_bench.py):
 throughput at concurrency 8 and p50 latency at concurrency 1, paired by round. Targets: at most 3% throughput
 lost, at most 0.5 ms added to p50. Then the storage cost: bytes per record of the files the logging server wrote,
-and of the same records re-encoded as one file of `--log-flush-records` rows (the steady-state file size).
+and of the same records re-encoded as one file of `--log_flush_records` rows (the steady-state file size).
 
     .venv/bin/python benchmarks/log_bench.py --checkpoint outputs/quickstart/checkpoints/last.ckpt
 """
@@ -37,10 +37,10 @@ def serve_command(args, port: int, log: Path | None) -> list[str]:
     command = [
         str(BIN / "imagenette"), "serve", "--ckpt_path", str(args.checkpoint),
         "--host", "127.0.0.1", "--port", str(port), "--threads", str(args.threads),
-        "--runtime", args.runtime, "--log-level", "warning", "--cache-dir", str(args.work_dir / "cache"),
+        "--runtime", args.runtime, "--log_level", "warning", "--cache_dir", str(args.work_dir / "cache"),
     ]  # fmt: skip
     if log is not None:
-        command += ["--log", str(log), "--log-flush-records", str(args.log_flush_records)]
+        command += ["--log", str(log), "--log_flush_records", str(args.log_flush_records)]
     return command
 
 

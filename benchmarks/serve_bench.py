@@ -157,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--serve-arg",
         action="append",
         default=[],
-        help="extra `imagenette serve` flag, e.g. --serve-arg=--no-tta",
+        help="extra `imagenette serve` flag, e.g. --serve-arg=--no_tta",
     )
     parser.add_argument("--log-dir", type=Path, default=REPO / "outputs/serve_bench")
     parser.add_argument("--output", type=Path, default=None, help="also write the figures as JSON here")
@@ -189,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             images,
             args.threads,
             args.log_dir / "cache",
-            tta="--no-tta" not in args.serve_arg,
+            tta="--no_tta" not in args.serve_arg,
         )
         runtime_runs: dict[str, list[float]] = {
             runtime: [] for runtime in sorted(set(served_runtime.values()))
@@ -335,13 +335,13 @@ def _our_command(args, runtime: str | None) -> tuple[list[str], str]:
         "--threads",
         str(max(1, args.threads // args.workers)),
         *(["--runtime", runtime] if runtime else []),
-        "--max-batch-size",
+        "--max_batch_size",
         str(args.max_batch_size),
-        "--batch-timeout",
+        "--batch_timeout",
         str(args.batch_timeout),
-        "--log-level",
+        "--log_level",
         "warning",
-        "--cache-dir",
+        "--cache_dir",
         str(args.log_dir / "cache"),
         *args.serve_arg,
     ]

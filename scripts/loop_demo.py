@@ -143,8 +143,8 @@ class Demo:
         command = [
             sys.executable, "-m", "imagenette_drift", "serve", "--ckpt_path", str(checkpoint),
             "--host", "127.0.0.1", "--port", str(port), "--threads", str(self.args.threads), "--runtime", "torch",
-            "--log", str(self.log), "--log-images", "--log-flush-records", str(MONITOR_WINDOW),
-            "--log-flush-seconds", "1", "--cache-dir", str(self.work / "cache"), "--log-level", "warning",
+            "--log", str(self.log), "--log_images", "--log_flush_records", str(MONITOR_WINDOW),
+            "--log_flush_seconds", "1", "--cache_dir", str(self.work / "cache"), "--log_level", "warning",
         ]  # fmt: skip
         (self.work / "logs").mkdir(exist_ok=True)
         out = (self.work / "logs" / f"serve-{name}.log").open("w")
@@ -268,7 +268,7 @@ class Demo:
         a_ckpt = self.train("A", self.work / "run-a", SAMPLE, self.args.epochs_a)
         version_a = self.register("A", a_ckpt)
         self.imagenette(
-            *self.registry_args, "promote", version_a, "--expect-champion", "none", name="promote-a"
+            *self.registry_args, "promote", version_a, "--expect_champion", "none", name="promote-a"
         )
         self.say("register A", f"version {version_a} -> champion (the first model: nothing to gate against)")
         served_a = self.registry / version_a / "model.ckpt"
@@ -345,8 +345,8 @@ class Demo:
         """Run `imagenette monitor` until its alert reaches the recorder; the dispatch's payload (None: no alert)."""
         env = {**self.env, "GITHUB_TOKEN": self.github_token, "GITHUB_API_URL": recorder.url}
         monitor = ["monitor", "--log", str(self.log), "--ckpt_path", str(checkpoint), "--window", str(MONITOR_WINDOW),
-                   "--alert-k", "2", "--clear-k", "2", "--out", str(self.work / "monitor"),
-                   "--github-repo", GITHUB_REPO, "--threads", str(self.args.threads)]  # fmt: skip
+                   "--alert_k", "2", "--clear_k", "2", "--out", str(self.work / "monitor"),
+                   "--github_repo", GITHUB_REPO, "--threads", str(self.args.threads)]  # fmt: skip
         for attempt in range(1, self.args.monitor_runs + 1):
             summary = (
                 self.imagenette(*monitor, env=env, name=f"monitor-{attempt}").stdout.strip().splitlines()[-1]
@@ -387,8 +387,8 @@ class Demo:
         args = self.args
         gate = self.imagenette("gate", "--registry", str(self.registry), "--candidate", candidate,
                                "--champion", "champion", f"--data.root={SAMPLE}", "--log", str(self.log),
-                               "--window", str(window), "--exclude-trained", str(self.work / "data-b"), "--tolerance", str(args.tolerance),
-                               "--window-tolerance", str(args.window_tolerance), "--output", str(self.work / "gate.md"),
+                               "--window", str(window), "--exclude_trained", str(self.work / "data-b"), "--tolerance", str(args.tolerance),
+                               "--window_tolerance", str(args.window_tolerance), "--output", str(self.work / "gate.md"),
                                "--output", str(self.work / "gate.json"), "--threads", str(args.threads),
                                check=False, name="gate")  # fmt: skip
         if gate.returncode not in (0, 1):
@@ -403,7 +403,7 @@ class Demo:
     def release(self, version_a: str, version_b: str, check: list[Path]) -> int:
         """Promote B (only if A is still the champion), restart the server on it, and check that B answers."""
         self.imagenette(
-            *self.registry_args, "promote", version_b, "--expect-champion", version_a, name="promote-b"
+            *self.registry_args, "promote", version_b, "--expect_champion", version_a, name="promote-b"
         )
         self.stop_server()
         started = time.monotonic()

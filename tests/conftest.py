@@ -185,12 +185,14 @@ def reference_80_checkpoint(trained_checkpoint: Path, tmp_path_factory: pytest.T
 
     from imagenette_drift.card import CHECKPOINT_KEY
     from imagenette_drift.checkpoint import load_for_inference
-    from imagenette_drift.drift.reference import DriftReference
+    from imagenette_drift.drift.reference import DriftReference, ReferenceSettings
     from imagenette_drift.embedding import embed_folder
 
     model = load_for_inference(trained_checkpoint)
     paths = sorted((SAMPLE_ROOT / "train").rglob("*.JPEG"))
-    reference = DriftReference.fit(*embed_folder(model, paths), window_size=20, seed=0)
+    reference = DriftReference.fit(
+        *embed_folder(model, paths), settings=ReferenceSettings(window_size=20, seed=0)
+    )
     state = torch.load(trained_checkpoint, map_location="cpu", weights_only=True)
     state[CHECKPOINT_KEY]["drift"] = reference.state_dict()
     path = tmp_path_factory.mktemp("reference-80") / "model.ckpt"

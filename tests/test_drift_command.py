@@ -105,15 +105,15 @@ def test_drift_report_estimates_accuracy_and_names_fog(
         f"--data.predict_dir={sample_root / 'val'}",
         "--data.corruption=fog",
         "--data.severity=5",
-        "--harm-drop=1",
-        "--harm-windows=1",
+        "--harm_drop=1",
+        "--harm_windows=1",
     )
     printed = capsys.readouterr().out
     assert "estimated accuracy" in printed and "looks like: fog" in printed
     accuracy = fog["accuracy"]
     assert (
-        set(accuracy["methods"]) == {"atc_mc", "atc_ne", "ac", "doc", "cot", "cott", "nuclear"}
-        and accuracy["harm_method"] == "cot"
+        set(accuracy["methods"]) == {"atc_mc", "atc_ne", "ac", "doc", "cot", "cott", "cot_ls", "nuclear"}
+        and accuracy["harm_method"] == "cot_ls"
     )
     for row in fog["windows"]:
         assert row["acc_atc_mc_lower"] <= row["acc_atc_mc"] <= row["acc_atc_mc_upper"]
@@ -139,7 +139,7 @@ def test_drift_report_shows_witness_thumbnails_beside_their_nearest_held_out_ima
         f"--data.predict_dir={sample_root / 'val'}",
         "--data.corruption=fog",
         "--data.severity=5",
-        f"--reference-root={sample_root}",
+        f"--reference_root={sample_root}",
     )
     markdown = (out / "drift_report.md").read_text()
     assert fog["explanations"] and "## Why the drifting windows drift" in markdown

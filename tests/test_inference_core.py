@@ -134,7 +134,7 @@ def test_a_serving_worker_loads_no_training_stack(
 ) -> None:
     logs = tmp_path / "imports"
     image = min((sample_root / "val").rglob("*.JPEG"))
-    args = ("--cache-dir", str(tmp_path / "cache"))
+    args = ("--cache_dir", str(tmp_path / "cache"))
     with ServeProcess(trained_checkpoint, tmp_path / "server.log", *args, env=probe_env(logs)) as server:
         reply = requests.post(f"{server.url}/predict", files={"file": image.read_bytes()}, timeout=60)
         assert reply.status_code == 200, reply.text

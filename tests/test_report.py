@@ -67,9 +67,9 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _report_args(run: Path, out: Path, *extra: str) -> list[str]:
     return [
         "report",
-        "--log-dir",
+        "--log_dir",
         str(run / "fit"),
-        "--log-dir",
+        "--log_dir",
         str(run / "test"),
         "--drift",
         str(run / "drift" / "clean" / "drift_report.json"),
@@ -136,34 +136,34 @@ def test_report_compares_with_a_baseline(run_dir: Path, tmp_path: Path) -> None:
 
 def test_missing_inputs_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        cli_main(["report", "--log-dir", str(tmp_path / "nowhere")])
+        cli_main(["report", "--log_dir", str(tmp_path / "nowhere")])
     assert exit_info.value.code == 2
-    assert f"--log-dir {tmp_path / 'nowhere'}: no such folder" in capsys.readouterr().err
+    assert f"--log_dir {tmp_path / 'nowhere'}: no such folder" in capsys.readouterr().err
 
     with pytest.raises(SystemExit):
-        cli_main(["report", "--log-dir", str(tmp_path)])
+        cli_main(["report", "--log_dir", str(tmp_path)])
     assert "found no val_metrics.json or test_metrics.json" in capsys.readouterr().err
 
     (tmp_path / "drift_report.json").write_text(json.dumps({"n_images": 3}))
     with pytest.raises(SystemExit):
-        cli_main(["report", "--log-dir", str(tmp_path), "--drift", str(tmp_path / "drift_report.json")])
+        cli_main(["report", "--log_dir", str(tmp_path), "--drift", str(tmp_path / "drift_report.json")])
     assert "is not a drift report (missing methods, n_windows, window_size)" in capsys.readouterr().err
 
     (tmp_path / "test_metrics.json").write_text(json.dumps({"test/acc": 0.5}))
     (tmp_path / "profile.txt").write_text("not a profiler table\n")
     with pytest.raises(SystemExit):
-        cli_main(["report", "--log-dir", str(tmp_path), "--profile", str(tmp_path / "profile.txt")])
+        cli_main(["report", "--log_dir", str(tmp_path), "--profile", str(tmp_path / "profile.txt")])
     assert "not a Lightning profiler summary" in capsys.readouterr().err
 
     (tmp_path / "base.json").write_text("{oops")
     with pytest.raises(SystemExit):
-        cli_main(["report", "--log-dir", str(tmp_path), "--baseline", str(tmp_path / "base.json")])
+        cli_main(["report", "--log_dir", str(tmp_path), "--baseline", str(tmp_path / "base.json")])
     assert f"{tmp_path / 'base.json'} is not valid JSON" in capsys.readouterr().err
 
 
 def test_without_a_csv_log_the_report_says_how_to_get_curves(tmp_path: Path) -> None:
     (tmp_path / "test_metrics.json").write_text(json.dumps({"test/acc": 0.75, "test/f1": 0.5, "epoch": 2}))
-    cli_main(["report", "--log-dir", str(tmp_path), "--output", str(tmp_path / "out")])
+    cli_main(["report", "--log_dir", str(tmp_path), "--output", str(tmp_path / "out")])
     assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == {"test": {"top1": 0.75, "f1": 0.5}}
     report = (tmp_path / "out" / "report.md").read_text()
     assert "| test/top1 | 0.7500 |" in report

@@ -168,10 +168,10 @@ def test_retrain_workflow_runs_the_loop_in_order() -> None:
     assert steps == sorted(steps)
     assert _option(_calls(job, "imagenette", "export-labelled")[0], "--log")
     (start,) = _calls(job, "imagenette", "canary", "start")
-    assert _option(start, "--alert-id") and _option(start, "--training-run")
+    assert _option(start, "--alert_id") and _option(start, "--training_run")
     # The production window is judged without the logged images the candidate was just trained on.
     (gate,) = _calls(job, "imagenette", "gate")
-    assert _option(gate, "--exclude-trained") == "$RETRAIN_ROOT" and _option(gate, "--log")
+    assert _option(gate, "--exclude_trained") == "$RETRAIN_ROOT" and _option(gate, "--log")
 
 
 def test_canary_workflow_judges_the_canary_in_progress_on_a_schedule() -> None:

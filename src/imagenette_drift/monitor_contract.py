@@ -91,4 +91,4 @@ class MonitorStatus(Answer):
     files_read_this_run: int
     files_skipped: dict[str, str] = Field(description="file -> why it was skipped (foreign, truncated)")
     files_other_models: int = Field(description="prediction files of other checkpoints in the log (not read)")
-    files_deleted: int = Field(0, description="files deleted by --log-retention-days in this run")
+    files_deleted: int = Field(0, description="files deleted by --log_retention_days in this run")

@@ -242,7 +242,7 @@ class InferenceLogInfo(Answer):
 
     enabled: bool
     location: str | None = Field(description="a folder or gs:// prefix; null when logging is off")
-    images: bool = Field(description="whether the original image bytes are logged (--log-images)")
+    images: bool = Field(description="whether the original image bytes are logged (--log_images)")
     feedback: bool = Field(description="whether POST /feedback is on (a token is configured)")
 
 

@@ -64,8 +64,8 @@ def test_in_process_drift_view_shows_accuracy_and_explanation_like_the_rest_api(
             browser.close()
     local = backend.drift()
     assert local.drifting and local.images_seen == len(fog) and local.explanation is not None
-    assert local.estimate_method == "cot"
-    estimate = local.accuracy["cot"]
+    assert local.estimate_method == "cot_ls"
+    estimate = local.accuracy["cot_ls"]
     assert f"estimated accuracy {estimate.estimate:.0%} (held-out {local.heldout_accuracy:.0%})" in shown
     assert items == explanation_text(local.explanation) and items[0].startswith("Looks like: ")
     assert "fog" in [m.corruption for m in local.explanation.signatures]

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.container, pytest.mark.slow]
 
 IMAGES = sorted((SAMPLE_ROOT / "val").rglob("*.JPEG"))[::8]  # 5 real images, one of each of 5 classes
 # The log is written by the record count or SIGTERM's flush only, never by its timer, during a test.
-LOG_FLAGS = ("--log-flush-records", "1000", "--log-flush-seconds", "600")
+LOG_FLAGS = ("--log_flush_records", "1000", "--log_flush_seconds", "600")
 
 
 class ServeContainer:

@@ -14,7 +14,7 @@ import torch
 from imagenette_drift.card import CHECKPOINT_KEY
 from imagenette_drift.checkpoint import load_for_inference
 from imagenette_drift.cli import cli_main
-from imagenette_drift.drift.reference import DriftReference
+from imagenette_drift.drift.reference import DriftReference, ReferenceSettings
 from imagenette_drift.drift.reference_size import (
     MIN_REFERENCE,
     ReferenceTooSmallError,
@@ -43,7 +43,7 @@ def test_the_table_is_looked_up_by_window_and_tests() -> None:
     assert (
         "\n" not in line
         and f"holds 8 images, fewer than the {needed}" in line
-        and "--refit-reference" in line
+        and "--refit_reference" in line
     )
 
 
@@ -74,11 +74,13 @@ def small_reference_checkpoint(trained_checkpoint: Path, tmp_path_factory: pytes
     # 8 images cannot calibrate windows of 20: the refit refuses, naming the sizes, and writes nothing.
     with pytest.raises(SystemExit) as exit_info:
         cli_main(
-            ["drift", f"--ckpt_path={trained_checkpoint}", f"--refit-reference={folder}", f"--output={out}"]
+            ["drift", f"--ckpt_path={trained_checkpoint}", f"--refit_reference={folder}", f"--output={out}"]
         )
     assert exit_info.value.code == 2 and not (out / "model.ckpt").exists()
     model = load_for_inference(trained_checkpoint)
-    reference = DriftReference.fit(*embed_folder(model, sorted(folder.iterdir())), window_size=20)
+    reference = DriftReference.fit(
+        *embed_folder(model, sorted(folder.iterdir())), settings=ReferenceSettings(window_size=20)
+    )
     state = torch.load(trained_checkpoint, map_location="cpu", weights_only=True)
     state[CHECKPOINT_KEY]["drift"] = reference.state_dict()
     torch.save(state, out / "model.ckpt")
@@ -94,7 +96,7 @@ def test_refit_reference_writes_a_checkpoint_that_calibrates_the_window(
         [
             "drift",
             f"--ckpt_path={trained_checkpoint}",
-            f"--refit-reference={SAMPLE_ROOT}",
+            f"--refit_reference={SAMPLE_ROOT}",
             f"--output={tmp_path}",
         ]
     )
@@ -125,7 +127,7 @@ def test_monitor_and_drift_refuse_a_reference_too_small_for_the_window(
             cli_main([*command, f"--ckpt_path={small_reference_checkpoint}"])
         err = capsys.readouterr().err.strip()
         assert exit_info.value.code == 2
-        assert err.count("\n") == 0 and "holds 8 images, fewer than the" in err and "--refit-reference" in err
+        assert err.count("\n") == 0 and "holds 8 images, fewer than the" in err and "--refit_reference" in err
         assert not (tmp_path / "out" / "windows.parquet").exists() and not (tmp_path / "drift").exists()
     # A window larger than the folder is one window of the folder: refused for that size, saying so first.
     with pytest.raises(SystemExit) as exit_info:
@@ -164,7 +166,7 @@ def test_the_server_turns_drift_off_for_a_reference_too_small(
     from tests.serve._server import ServeProcess
 
     with ServeProcess(
-        small_reference_checkpoint, tmp_path / "server.log", "--cache-dir", str(tmp_path)
+        small_reference_checkpoint, tmp_path / "server.log", "--cache_dir", str(tmp_path)
     ) as server:
         drift = requests.get(f"{server.url}/drift", timeout=10)
     assert drift.status_code == 200

@@ -44,13 +44,15 @@ def full_checkpoint(
     full-data train images the model never saw: windows of 60 run the label-shift test too, which needs 800
     to be calibrated (benchmarks/results/reference_size.md)."""
     from imagenette_drift.card import CHECKPOINT_KEY
-    from imagenette_drift.drift.reference import DriftReference
+    from imagenette_drift.drift.reference import DriftReference, ReferenceSettings
 
     seen = {p.name for p in (sample_root / "train").rglob("*.JPEG")}
     pool = sorted(p for p in (full_root / "train").rglob("*.JPEG") if p.name not in seen)
     picks = [pool[i] for i in np.random.default_rng(0).choice(len(pool), 800, replace=False)]
     outputs = model_outputs(model, picks)
-    reference = DriftReference.fit(outputs.embeddings, outputs.probs, outputs.stats, window_size=60, seed=0)
+    reference = DriftReference.fit(
+        outputs.embeddings, outputs.probs, outputs.stats, settings=ReferenceSettings(window_size=60, seed=0)
+    )
     checkpoint = torch.load(trained_checkpoint, map_location="cpu", weights_only=True)
     checkpoint[CHECKPOINT_KEY]["drift"] = reference.state_dict()
     path = tmp_path_factory.mktemp("full-reference") / "model.ckpt"

@@ -152,7 +152,7 @@ def test_alert_goes_to_repository_dispatch_and_webhook_and_the_token_never_shows
         f"--out={out}",
         "--window=20",
     ]
-    argv += ["--alert-k=2", "--github-repo=acme/imagenette", f"--webhook={recorder.url}/hooks/drift"]
+    argv += ["--alert_k=2", "--github_repo=acme/imagenette", f"--webhook={recorder.url}/hooks/drift"]
     cli_main(argv)
     printed = capsys.readouterr()
 
@@ -192,7 +192,7 @@ def test_a_failing_sink_is_reported_and_the_run_completes(
     try:
         out = tmp_path / "out"
         argv = ["monitor", f"--log={log_dir}", f"--ckpt_path={trained_checkpoint}", f"--out={out}"]
-        cli_main([*argv, "--window=20", "--alert-k=2", f"--webhook={failing.url}/hook"])
+        cli_main([*argv, "--window=20", "--alert_k=2", f"--webhook={failing.url}/hook"])
     finally:
         failing.close()
     printed = capsys.readouterr()

@@ -43,13 +43,13 @@ def test_three_replicas_then_the_monitor_flags_the_corrupted_hour_and_accuracy_i
 ) -> None:
     pytest.importorskip("corrupt_tta")
     log = tmp_path / "inference-log"
-    flags = ["--log", str(log), "--log-flush-records", "5", "--log-flush-seconds", "600"]
+    flags = ["--log", str(log), "--log_flush_records", "5", "--log_flush_seconds", "600"]
     replicas = [
         ServeProcess(
             trained_checkpoint,
             tmp_path / f"replica{i}.log",
             *flags,
-            "--cache-dir",
+            "--cache_dir",
             str(tmp_path / f"cache{i}"),
             env={"IMAGENETTE_FEEDBACK_TOKEN": TOKEN, "IMAGENETTE_REPLICA_ID": f"replica-{i}"},
         )

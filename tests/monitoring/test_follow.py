@@ -29,7 +29,7 @@ def test_follow_serves_status_and_metrics_and_picks_up_new_files(
 ) -> None:
     log = tmp_path / "inference-log"
     spread_over_replicas(log, model, clean_outputs, T0, STEP, seed=6)
-    with follow_monitor(log, trained_checkpoint, tmp_path / "out", "--window=20", "--alert-k=2") as url:
+    with follow_monitor(log, trained_checkpoint, tmp_path / "out", "--window=20", "--alert_k=2") as url:
         status = MonitorStatus.model_validate(requests.get(f"{url}/status", timeout=10).json())
         assert [w.n for w in status.windows] == [20, 20] and status.files_read == 9
         metrics = requests.get(f"{url}/metrics", timeout=10)

@@ -20,7 +20,7 @@ from tests.monitoring._logs import Outputs, model_outputs, spread_over_replicas,
 
 pytestmark = pytest.mark.slow
 
-# Yesterday, so that --log-retention-days keeps these files whenever the test runs.
+# Yesterday, so that --log_retention_days keeps these files whenever the test runs.
 T0 = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).replace(hour=8, minute=0, second=0, microsecond=0)
 STEP = dt.timedelta(seconds=30)  # 40 images take 20 minutes; the noisy stream starts an hour later
 REPLICAS = ("rev1-a", "rev1-b", "rev1-c")
@@ -67,7 +67,7 @@ def test_corrupted_stream_over_three_replicas_is_flagged_and_the_clean_one_is_no
     spread_over_replicas(
         log, model, noisy, T0 + dt.timedelta(hours=1), STEP, REPLICAS, records_per_file=10, seed=2
     )
-    status = _monitor(log, full_checkpoint, tmp_path / "out", "--window=60", "--alert-k=2")
+    status = _monitor(log, full_checkpoint, tmp_path / "out", "--window=60", "--alert_k=2")
     printed = capsys.readouterr().out
     windows = status.windows
     assert [w.n for w in windows] == [60] * 4 and all(w.n_replicas == 3 for w in windows)
@@ -93,7 +93,7 @@ def test_corrupted_stream_over_three_replicas_is_flagged_and_the_clean_one_is_no
 def test_the_corrupted_hour_of_a_fleet_is_flagged_and_alerts(
     fleet: dict, trained_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    status = _monitor(fleet["root"], trained_checkpoint, tmp_path / "out", "--window=20", "--alert-k=2")
+    status = _monitor(fleet["root"], trained_checkpoint, tmp_path / "out", "--window=20", "--alert_k=2")
     printed = capsys.readouterr().out
     windows = status.windows
     assert [w.n for w in windows] == [20, 20, 20, 20] and all(w.n_replicas == 3 for w in windows)
@@ -148,10 +148,10 @@ def test_reruns_change_nothing_and_new_files_append_windows(
     capsys: pytest.CaptureFixture,
 ) -> None:
     log, out = _copy(fleet, tmp_path), tmp_path / "out"
-    first = _monitor(log, trained_checkpoint, out, "--window=20", "--alert-k=2")
+    first = _monitor(log, trained_checkpoint, out, "--window=20", "--alert_k=2")
     table = (out / "windows.parquet").read_bytes()
     capsys.readouterr()
-    again = _monitor(log, trained_checkpoint, out, "--window=20", "--alert-k=2")
+    again = _monitor(log, trained_checkpoint, out, "--window=20", "--alert_k=2")
     printed = capsys.readouterr().out
     assert (out / "windows.parquet").read_bytes() == table
     assert again.windows == first.windows and again.files_read_this_run == 0
@@ -160,7 +160,7 @@ def test_reruns_change_nothing_and_new_files_append_windows(
 
     # Another hour of corrupted traffic: two more windows, the earlier ones unchanged.
     spread_over_replicas(log, model, noisy_outputs, T0 + dt.timedelta(hours=2), STEP, REPLICAS, seed=3)
-    more = _monitor(log, trained_checkpoint, out, "--window=20", "--alert-k=2")
+    more = _monitor(log, trained_checkpoint, out, "--window=20", "--alert_k=2")
     assert more.windows[:4] == first.windows
     assert [w.window for w in more.windows] == [0, 1, 2, 3, 4, 5] and all(w.drift for w in more.windows[4:])
     assert more.files_read_this_run == 9
@@ -234,7 +234,7 @@ def test_retention_deletes_older_files_and_says_how_many(
         dest.parent.mkdir(parents=True, exist_ok=True)
         olds.append(Path(shutil.copy(src, dest)))
     n_before = len(list(log.rglob("*.parquet")))
-    status = _monitor(log, trained_checkpoint, tmp_path / "out", "--window=20", "--log-retention-days=30")
+    status = _monitor(log, trained_checkpoint, tmp_path / "out", "--window=20", "--log_retention_days=30")
     assert "retention: deleted 2 log file(s) older than 30 days" in capsys.readouterr().out
     assert not any(p.exists() for p in olds) and len(list(log.rglob("*.parquet"))) == n_before - 2
     assert status.files_deleted == 2 and [w.n for w in status.windows] == [20, 20, 20, 20]
@@ -254,7 +254,7 @@ def test_github_repo_without_a_token_is_refused(
 ) -> None:
     monkeypatch.delenv("GITHUB_TOKEN", raising=False)
     with pytest.raises(SystemExit):
-        _monitor(tmp_path, trained_checkpoint, tmp_path / "out", "--github-repo=acme/models")
+        _monitor(tmp_path, trained_checkpoint, tmp_path / "out", "--github_repo=acme/models")
     assert "GITHUB_TOKEN" in capsys.readouterr().err
 
 
@@ -278,7 +278,7 @@ def test_a_gs_log_in_the_storage_emulator_is_read_and_retention_deletes_there(
             trained_checkpoint,
             tmp_path / "out",
             "--window=20",
-            "--log-retention-days=30",
+            "--log_retention_days=30",
         )
         assert "retention: deleted 1 log file(s)" in capsys.readouterr().out
         remaining = {b.name for b in emulator.client().list_blobs("fleet-log")}

@@ -86,8 +86,8 @@ def _serve_and_send(
     served = ServedLog(root, checkpoint, {})
     process = ServeProcess(
         checkpoint, root.parent / f"{root.name}-server.log",
-        "--log", str(root), "--log-flush-seconds", "0.5", "--runtime", "torch",
-        "--cache-dir", str(root.parent / "cache"), *flags,
+        "--log", str(root), "--log_flush_seconds", "0.5", "--runtime", "torch",
+        "--cache_dir", str(root.parent / "cache"), *flags,
         env={"IMAGENETTE_FEEDBACK_TOKEN": FEEDBACK_TOKEN},
     )  # fmt: skip
     auth = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}
@@ -126,26 +126,26 @@ def _serve_and_send(
 
 @pytest.fixture(scope="session")
 def served_log(trained_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> ServedLog:
-    """The session's model served with --log-images: 5 train images (no label; one tried without the token),
+    """The session's model served with --log_images: 5 train images (no label; one tried without the token),
     then the 40 test images, each labelled through /feedback, and one label for an unknown request."""
     root = tmp_path_factory.mktemp("served") / "log"
     train = sorted((SAMPLE_ROOT / "train").rglob("*.JPEG"))[::16][:5]
     test = sorted((SAMPLE_ROOT / "val").rglob("*.JPEG"))
     images = [(p, False) for p in train] + [(p, True) for p in test]
-    return _serve_and_send(trained_checkpoint, root, images, "--log-images", orphan=True)
+    return _serve_and_send(trained_checkpoint, root, images, "--log_images", orphan=True)
 
 
 @pytest.fixture(scope="session")
 def unlabelled_log(full_epoch_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> ServedLog:
-    """The full-data epoch's model served with --log-images: 20 test images, none labelled."""
+    """The full-data epoch's model served with --log_images: 20 test images, none labelled."""
     root = tmp_path_factory.mktemp("unlabelled") / "log"
     test = sorted((SAMPLE_ROOT / "val").rglob("*.JPEG"))[::2]
-    return _serve_and_send(full_epoch_checkpoint, root, [(p, False) for p in test], "--log-images")
+    return _serve_and_send(full_epoch_checkpoint, root, [(p, False) for p in test], "--log_images")
 
 
 @pytest.fixture(scope="session")
 def imageless_log(trained_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> ServedLog:
-    """The session's model served without --log-images: 10 test images, each labelled."""
+    """The session's model served without --log_images: 10 test images, each labelled."""
     root = tmp_path_factory.mktemp("imageless") / "log"
     test = sorted((SAMPLE_ROOT / "val").rglob("*.JPEG"))[::4]
     return _serve_and_send(trained_checkpoint, root, [(p, True) for p in test])

@@ -33,10 +33,10 @@ def test_dry_run_prints_the_exact_gcloud_commands_and_records_each_step(
 ) -> None:
     monkeypatch.setenv("DRY_RUN", "1")
     registry = str(tmp_path / "registry")
-    ids = ["--registry", registry, "--alert-id", "window-7", "--training-run", "gh-run-1234"]
+    ids = ["--registry", registry, "--alert_id", "window-7", "--training_run", "gh-run-1234"]
     code, out, err = _canary(
         capsys, "start", *SERVICE, "--image", "europe-west1-docker.pkg.dev/p/r/serve:abc", "--candidate", URI,
-        "--stable-revision", "imagenette-serve-00041-xyz", *ids,
+        "--stable_revision", "imagenette-serve-00041-xyz", *ids,
     )  # fmt: skip
     assert (code, err) == (0, "")
     assert out.splitlines() == [
@@ -52,7 +52,7 @@ def test_dry_run_prints_the_exact_gcloud_commands_and_records_each_step(
         "--to-latest\n"
     )
     code, out, _ = _canary(
-        capsys, "rollback", "--service", "s", "--region", "r", "--stable-revision", "s-00041-xyz",
+        capsys, "rollback", "--service", "s", "--region", "r", "--stable_revision", "s-00041-xyz",
         "--registry", registry,
     )  # fmt: skip
     assert (
@@ -214,5 +214,5 @@ def test_a_log_without_either_model_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"holds no prediction records of stable \(model abababababab\) or "
                                         r"canary \(model cdcdcdcdcdcd on revision svc-00002\): check --log"):  # fmt: skip
         read_window(str(tmp_path / "empty-log"), stable, canary, 3600.0)
-    with pytest.raises(UserError, match="pass --stable-revision and --canary-revision"):
+    with pytest.raises(UserError, match="pass --stable_revision and --canary_revision"):
         read_window(str(tmp_path), stable, RevisionSelector("canary", "ab" * 32), None)

@@ -81,7 +81,7 @@ def test_a_log_without_images_has_nothing_to_export(
 ) -> None:
     code, _, err = _export(capsys, "--log", str(imageless_log.root), "--output", str(tmp_path / "data"))
     assert code == 2 and err.count("\n") == 1, err
-    assert "10 of them on records without an image: serve with --log-images" in err
+    assert "10 of them on records without an image: serve with --log_images" in err
     assert not (tmp_path / "data").exists()
 
 

@@ -76,9 +76,9 @@ def test_with_no_champion_the_minimum_accuracy_applies(
 ) -> None:
     code, out, err = _gate(capsys, "--candidate", str(trained_checkpoint))  # default minimum 0.85
     assert code == 1 and "the minimum 85.00% (no champion)" in err and "| model | none |" in out
-    below = f"--min-accuracy={accuracies['trained']:.4f}"
+    below = f"--min_accuracy={accuracies['trained']:.4f}"
     code, out, _ = _gate(
-        capsys, "--candidate", str(trained_checkpoint), f"--min-accuracy={accuracies['trained'] - 0.01}"
+        capsys, "--candidate", str(trained_checkpoint), f"--min_accuracy={accuracies['trained'] - 0.01}"
     )
     assert code == 0 and "**PASS**" in out, below
 

@@ -68,7 +68,7 @@ def test_a_candidate_worse_on_the_window_is_refused_with_its_table(
     # --tolerance 0.99: the test set lets it through, so the refusal is the production window's alone.
     code, out, err = _gate(
         capsys, "--candidate", str(worse_checkpoint), "--champion", str(served_log.checkpoint),
-        "--tolerance", "0.99", "--log", str(served_log.root), "--window", "40", "--window-tolerance", "0.01",
+        "--tolerance", "0.99", "--log", str(served_log.root), "--window", "40", "--window_tolerance", "0.01",
         "--output", str(md), "--output", str(js),
     )  # fmt: skip
     assert code == 1, (out, err)
@@ -114,7 +114,7 @@ def test_a_collapsed_candidate_is_refused_on_the_estimate_alone(
     js = tmp_path / "gate.json"
     code, out, err = _gate(
         capsys, "--candidate", str(collapsed_checkpoint), "--champion", str(full_epoch_checkpoint),
-        "--tolerance", "0.99", "--log", str(unlabelled_log.root), "--window", "1h", "--window-tolerance", "0.05",
+        "--tolerance", "0.99", "--log", str(unlabelled_log.root), "--window", "1h", "--window_tolerance", "0.05",
         "--output", str(js),
     )  # fmt: skip
     assert code == 1, (out, err)
@@ -126,7 +126,7 @@ def test_a_collapsed_candidate_is_refused_on_the_estimate_alone(
         "unfamiliar share": True,
     }  # same embeddings, same familiarity
     cand, champ = production["candidate"], production["champion"]
-    assert cand["estimation_method"] == champ["estimation_method"] == "cot"
+    assert cand["estimation_method"] == champ["estimation_method"] == "cot_ls"
     assert "| estimated accuracy (cot) |" in out
     # Every image goes to the class rarest in held-out: COT's estimate is about that class's held-out share.
     collapsed = load_for_inference(collapsed_checkpoint)
@@ -145,7 +145,7 @@ def test_the_same_model_is_no_worse_and_shifts_nothing(
     checkpoint = str(served_log.checkpoint)
     code, out, err = _gate(
         capsys, "--candidate", checkpoint, "--champion", checkpoint, "--tolerance", "0",
-        "--log", str(served_log.root), "--window", "1h", "--window-tolerance", "0", "--output", str(js),
+        "--log", str(served_log.root), "--window", "1h", "--window_tolerance", "0", "--output", str(js),
     )  # fmt: skip
     assert code == 0 and err == "" and "**PASS**" in out, (out, err)
     production = json.loads(js.read_text())["production"]
@@ -168,12 +168,12 @@ def test_a_better_candidate_passes_on_the_worse_champions_window(
     assert better["realized"] - direct["worse"]["realized"] > 0.2, (better, direct["worse"])
 
     worse_log = _serve_and_send(
-        worse_checkpoint, tmp_path / "log", [(p, True) for p in TEST_IMAGES], "--log-images"
+        worse_checkpoint, tmp_path / "log", [(p, True) for p in TEST_IMAGES], "--log_images"
     )
     js = tmp_path / "gate.json"
     code, out, err = _gate(
         capsys, "--candidate", str(full_epoch_checkpoint), "--champion", str(worse_checkpoint),
-        "--log", str(worse_log.root), "--window", "40", "--window-tolerance", "0.05", "--output", str(js),
+        "--log", str(worse_log.root), "--window", "40", "--window_tolerance", "0.05", "--output", str(js),
     )  # fmt: skip
     production = json.loads(js.read_text())["production"]
     checks = {c["name"]: c["passed"] for c in production["checks"]}
@@ -192,7 +192,7 @@ def test_latest_is_the_monitors_newest_window(
     js = tmp_path / "gate.json"
     code, out, _ = _gate(
         capsys, "--candidate", checkpoint, "--champion", checkpoint, "--log", str(served_log.root),
-        "--monitor-out", str(monitor_out), "--output", str(js),
+        "--monitor_out", str(monitor_out), "--output", str(js),
     )  # fmt: skip
     production = json.loads(js.read_text())["production"]
     # 45 records make two full windows of 20; the newest (window 1) holds records 21-40, all labelled test images
@@ -248,7 +248,7 @@ def test_bad_window_input_is_one_line(
     sha12 = load_for_inference(checkpoint).sha256[:12]
     assert code == 2 and f"models in the log: {sha12}" in err and err.count("\n") == 1, err
     code, _, err = _gate(
-        capsys, "--candidate", checkpoint, "--champion", checkpoint, *log, "--monitor-out", str(tmp_path)
+        capsys, "--candidate", checkpoint, "--champion", checkpoint, *log, "--monitor_out", str(tmp_path)
     )
     assert code == 2 and "--window latest reads the monitor's window table" in err and err.count("\n") == 1, (
         err
@@ -278,7 +278,7 @@ def test_records_the_candidate_trained_on_are_left_out(
     export_labelled(str(served_log.root), tmp_path / "data")  # the 40 labelled test images
     checkpoint, js = str(served_log.checkpoint), tmp_path / "gate.json"
     common = ["--candidate", checkpoint, "--champion", checkpoint, "--log", str(served_log.root)]
-    trained = ["--exclude-trained", str(tmp_path / "data"), "--output", str(js)]
+    trained = ["--exclude_trained", str(tmp_path / "data"), "--output", str(js)]
     code, out, err = _gate(capsys, *common, "--window", "1h", *trained)
     production = json.loads(js.read_text())["production"]
     assert code == 0 and production["n_records"] == 45 and production["n_images"] == 5, (out, err)
@@ -288,5 +288,5 @@ def test_records_the_candidate_trained_on_are_left_out(
     code, out, err = _gate(capsys, *common, "--window", "40", *trained)
     assert code == 0 and "all 40 records with an image were in the candidate's training data" in err, err
     assert json.loads(js.read_text())["production"]["compared"] is False
-    code, _, err = _gate(capsys, *common, "--window", "40", "--exclude-trained", str(tmp_path))
+    code, _, err = _gate(capsys, *common, "--window", "40", "--exclude_trained", str(tmp_path))
     assert code == 2 and "is not a folder written by `imagenette export-labelled`" in err

@@ -93,7 +93,7 @@ def test_two_concurrent_promoters_exactly_one_wins(
     command = [sys.executable, "-m", "imagenette_drift", "registry", "--registry", location, "promote"]
     processes = {
         v: subprocess.Popen(
-            [*command, v, "--expect-champion", "none"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            [*command, v, "--expect_champion", "none"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True,
         )
         for v in (a, b)

@@ -71,8 +71,8 @@ def test_no_secret_in_any_output_log_report_or_lineage(
     assert code == 0, out
     printed.append(out)
     (version,) = [p.name for p in registry.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    for argv in (["list"], ["show", version], ["promote", version, "--expect-champion", "none"],
-                 ["promote", version, "--expect-champion", "none"]):  # fmt: skip
+    for argv in (["list"], ["show", version], ["promote", version, "--expect_champion", "none"],
+                 ["promote", version, "--expect_champion", "none"]):  # fmt: skip
         code, out = _run(capfd, "registry", *argv)
         printed.append(out)
     assert code == 2 and "cannot promote" in out
@@ -87,15 +87,15 @@ def test_no_secret_in_any_output_log_report_or_lineage(
     with metrics_server(metrics_text(50, 0, 0.02)) as url:
         code, out = _run(
             capfd, "canary", "decide", "--log", str(tmp_path / "log"), "--stable", str(trained_checkpoint),
-            "--canary", version, "--min-records", "20", "--stable-metrics", url, "--canary-metrics", url,
+            "--canary", version, "--min_records", "20", "--stable_metrics", url, "--canary_metrics", url,
             "--output", str(tmp_path / "reports" / "canary.json"), "--output", str(tmp_path / "reports" / "canary.md"),
-            "--alert-id", "window-12", "--apply", "--service", "svc", "--region", "r", "--stable-revision", "svc-00001-aaa",
+            "--alert_id", "window-12", "--apply", "--service", "svc", "--region", "r", "--stable_revision", "svc-00001-aaa",
         )  # fmt: skip
     assert code == 0 and "**PROMOTE**" in out, out
     printed.append(out)
     code, out = _run(
         capfd, "canary", "start", "--service", "svc", "--region", "r", "--image", "img:1",
-        "--candidate", "gs://models/registry/abc/model.ckpt", "--alert-id", "window-12",
+        "--candidate", "gs://models/registry/abc/model.ckpt", "--alert_id", "window-12",
     )  # fmt: skip
     assert code == 0 and out.startswith("gcloud run deploy svc")
     printed.append(out)

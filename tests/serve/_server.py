@@ -55,7 +55,7 @@ class ServeProcess:
             str(self.port),
             "--threads",
             "1",
-            "--log-level",
+            "--log_level",
             "warning",
             *args,
         ]

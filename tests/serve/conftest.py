@@ -48,17 +48,17 @@ def server(trained_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -
     process = ServeProcess(
         trained_checkpoint,
         root / "server.log",
-        "--max-batch-size",
+        "--max_batch_size",
         "8",
-        "--batch-timeout",
+        "--batch_timeout",
         "0.05",
-        "--max-bytes",
+        "--max_bytes",
         "2000000",
-        "--max-pixels",
+        "--max_pixels",
         "4000000",
         "--runtime",
         "torch",
-        "--cache-dir",
+        "--cache_dir",
         str(root / "cache"),
     )
     with process:

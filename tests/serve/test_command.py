@@ -26,10 +26,10 @@ def test_a_file_that_is_not_a_checkpoint_is_a_one_line_error(
     tmp_path: Path, capsys, sample_root: Path
 ) -> None:
     jpeg = next((sample_root / "val").rglob("*.JPEG"))
-    err = _start_error(capsys, "--ckpt_path", str(jpeg), "--cache-dir", str(tmp_path))
+    err = _start_error(capsys, "--ckpt_path", str(jpeg), "--cache_dir", str(tmp_path))
     assert err.startswith("imagenette serve: error: ") and "is not a readable PyTorch checkpoint" in err
     assert "Traceback" not in err
-    err = _start_error(capsys, "--ckpt_path", str(tmp_path / "none.ckpt"), "--cache-dir", str(tmp_path))
+    err = _start_error(capsys, "--ckpt_path", str(tmp_path / "none.ckpt"), "--cache_dir", str(tmp_path))
     assert "does not exist. Train one with `imagenette fit`" in err
 
 
@@ -42,7 +42,7 @@ def test_bad_options_are_refused_before_loading(tmp_path: Path, capsys) -> None:
 def test_a_missing_gcs_object_is_a_clear_error(gcs, tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs.host)
     gcs.upload("models", "other.ckpt", b"x")
-    err = _start_error(capsys, "--ckpt_path", "gs://models/missing.ckpt", "--cache-dir", str(tmp_path))
+    err = _start_error(capsys, "--ckpt_path", "gs://models/missing.ckpt", "--cache_dir", str(tmp_path))
     assert "imagenette serve: error: gs://models/missing.ckpt does not exist" in err
 
 
@@ -53,7 +53,7 @@ def test_server_restarts_from_its_cache_when_gcs_is_unreachable(
     emulator = StorageEmulator(tmp_path / "emulator.log").start()
     try:
         generation = emulator.upload("models", "prod/last.ckpt", trained_checkpoint)
-        args = ("--cache-dir", str(tmp_path / "cache"))
+        args = ("--cache_dir", str(tmp_path / "cache"))
         env = {"STORAGE_EMULATOR_HOST": emulator.host}
         with ServeProcess("gs://models/prod/last.ckpt", tmp_path / "first.log", *args, env=env) as server:
             info = requests.get(f"{server.url}/info", timeout=5).json()
@@ -75,7 +75,7 @@ def _refused(checkpoint: Path, tmp_path: Path, *args: str, env: dict[str, str] |
     """The one stderr line of `imagenette serve` refusing to start (exit 2, no traceback); it must not serve."""
     result = subprocess.run(
         [str(IMAGENETTE), "serve", "--ckpt_path", str(checkpoint), "--host", "127.0.0.1", "--runtime", "torch",
-         "--cache-dir", str(tmp_path / "cache"), *args],
+         "--cache_dir", str(tmp_path / "cache"), *args],
         capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
     )  # fmt: skip
     assert result.returncode == 2, (result.stdout, result.stderr)

@@ -66,7 +66,7 @@ def test_not_an_image_truncated_and_empty_are_400(photo: Path) -> None:
 
 def test_too_many_pixels_is_413_before_decoding() -> None:
     status, detail = _status(decode_image, png_claiming_size(4_000, 2_000), MAX_PIXELS)
-    assert status == 413 and "8,000,000 pixels" in detail and "--max-pixels" in detail
+    assert status == 413 and "8,000,000 pixels" in detail and "--max_pixels" in detail
     status, detail = _status(decode_image, png_claiming_size(50_000, 50_000), 10**12)  # Pillow's own guard
     assert status == 413 and "decompression bomb" in detail
 

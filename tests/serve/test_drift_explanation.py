@@ -1,6 +1,6 @@
 """Explanations of a real fog stream: `GET /drift` of a real server, then `imagenette monitor` over its log.
 
-The server logs with `--log-images`; the monitor's report shows the fog windows' explanations with thumbnails of
+The server logs with `--log_images`; the monitor's report shows the fog windows' explanations with thumbnails of
 the witness images beside their nearest held-out images.
 """
 
@@ -49,7 +49,7 @@ def _post(url: str, data: bytes) -> None:
 def fog_stream(
     checkpoint: Path, inference_model: InferenceModel, val_images: list[Path], tmp_path_factory
 ) -> dict:
-    """A real server logging with --log-images: the 40 val images (shuffled), then the same under fog (severity
+    """A real server logging with --log_images: the 40 val images (shuffled), then the same under fog (severity
     5, lossless PNG after the eval transform); `/drift` read after each half."""
     import_or_fail("corrupt_tta", "the corruptions extra (pip install 'imagenette-drift[corruptions]')")
     from imagenette_drift.corruptions import CorruptionTransform
@@ -59,7 +59,7 @@ def fog_stream(
     random.Random(0).shuffle(images)
     fog = CorruptionTransform("fog", 5)
     log = root / "inference-log"
-    args = ("--runtime", "torch", "--log", str(log), "--log-images", "--log-flush-records", "10")
+    args = ("--runtime", "torch", "--log", str(log), "--log_images", "--log_flush_records", "10")
     drift = {}
     with ServeProcess(checkpoint, root / "server.log", *args) as server:
         for name, stream in (("clean", images), ("fog", [fog(i) for i in images])):
@@ -104,7 +104,7 @@ def test_monitor_report_explains_the_fog_windows_with_thumbnails(
             f"--out={out}",
             f"--window={WINDOW}",
             "--flush",
-            f"--reference-root={sample_root}",
+            f"--reference_root={sample_root}",
             "--threads=1",
         ]
     )

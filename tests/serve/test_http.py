@@ -136,11 +136,11 @@ def _bad_requests(photo: bytes) -> dict[str, tuple[dict, int, str]]:
         "no file field": ({"files": {"upload": ("a.jpg", photo)}}, 422, "'file'"),
         "no image key": ({"json": {"img": "x"}}, 422, "'image'"),
         "image not a string": ({"json": {"image": [1, 2]}}, 422, "base64 string"),
-        "body over max-bytes": ({"files": {"file": ("a.jpg", b"\xff" * 2_100_000)}}, 413, "--max-bytes"),
+        "body over max-bytes": ({"files": {"file": ("a.jpg", b"\xff" * 2_100_000)}}, 413, "--max_bytes"),
         "decompression bomb": (
             {"files": {"file": ("a.png", png_claiming_size(4000, 2000))}},
             413,
-            "--max-pixels",
+            "--max_pixels",
         ),
     }
 
@@ -197,8 +197,8 @@ def test_drift_reports_the_online_monitor(server, val_images, trained_checkpoint
     assert after["drifting"] == (after["drifting_since"] is not None)
     # Label-free accuracy estimates of the latest window, from the card's held-out references; the harm alert
     # and the app read COT, since the card stores the held-out class shares.
-    assert set(after["accuracy"]) == {"atc_mc", "atc_ne", "ac", "doc", "cot", "cott", "nuclear"}
-    assert after["estimate_method"] == "cot" and after["estimate_note"] is None
+    assert set(after["accuracy"]) == {"atc_mc", "atc_ne", "ac", "doc", "cot", "cott", "cot_ls", "nuclear"}
+    assert after["estimate_method"] == "cot_ls" and after["estimate_note"] is None
     for estimate in after["accuracy"].values():
         assert 0.0 <= estimate["lower"] <= estimate["estimate"] <= estimate["upper"] <= 1.0
         # over the latest window of the drift reference's size (the tested window of `imagenette drift`)

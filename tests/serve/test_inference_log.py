@@ -76,13 +76,13 @@ def test_three_replicas_log_every_answer_exactly_once(
     else:
         log = str(tmp_path / "log")
     # A timer that never fires during the test: files come from the record count and from SIGTERM's flush.
-    flags = ["--log", log, "--log-flush-records", "7", "--log-flush-seconds", "600"]
+    flags = ["--log", log, "--log_flush_records", "7", "--log_flush_seconds", "600"]
     replicas = [
         ServeProcess(
             trained_checkpoint,
             tmp_path / f"replica{i}.log",
             *flags,
-            "--cache-dir",
+            "--cache_dir",
             str(tmp_path / f"cache{i}"),
             env=env,
         )
@@ -159,13 +159,13 @@ def test_record_fields_match_the_image(
     trained_checkpoint: Path, inference_model, val_images: list[Path], tmp_path: Path
 ) -> None:
     """Input statistics are those of the model-input image (as the drift reference computes them); images are
-    stored only with --log-images; /feedback with its token appends label records, and nothing else does."""
+    stored only with --log_images; /feedback with its token appends label records, and nothing else does."""
     log = tmp_path / "log"
     process = ServeProcess(
         trained_checkpoint,
         tmp_path / "server.log",
-        "--log", str(log), "--log-images", "--log-flush-seconds", "0.5",
-        "--cache-dir", str(tmp_path / "cache"),
+        "--log", str(log), "--log_images", "--log_flush_seconds", "0.5",
+        "--cache_dir", str(tmp_path / "cache"),
         env={"IMAGENETTE_FEEDBACK_TOKEN": TOKEN},
     )  # fmt: skip
     from imagenette_drift.data import read_image
@@ -237,18 +237,18 @@ def test_failing_sink_never_fails_a_prediction(
     off without a token. (A log that cannot be written at start is refused: test_command.py.)"""
     blocker = tmp_path / "blocked"
     blocker.mkdir()
-    common = ("--log-flush-records", "2", "--log-flush-seconds", "0.5")
+    common = ("--log_flush_records", "2", "--log_flush_seconds", "0.5")
     spilling = ServeProcess(
         trained_checkpoint,
         tmp_path / "spilling.log",
-        "--log", str(blocker / "log"), "--log-spill-dir", str(tmp_path / "spill"), *common,
-        "--cache-dir", str(tmp_path / "cache1"),
+        "--log", str(blocker / "log"), "--log_spill_dir", str(tmp_path / "spill"), *common,
+        "--cache_dir", str(tmp_path / "cache1"),
     )  # fmt: skip
     dropping = ServeProcess(
         trained_checkpoint,
         tmp_path / "dropping.log",
-        "--log", str(blocker / "log"), "--log-spill-dir", str(blocker / "spill"), *common,
-        "--cache-dir", str(tmp_path / "cache2"),
+        "--log", str(blocker / "log"), "--log_spill_dir", str(blocker / "spill"), *common,
+        "--cache_dir", str(tmp_path / "cache2"),
     )  # fmt: skip
     spilling.start(), dropping.start()
     try:

@@ -29,7 +29,7 @@ from tests.serve.images import encode
 from tests.serve.test_http import assert_matches, predict_file
 
 BIG = (
-    16_000_000  # 8x the `server` fixture's --max-bytes of 2,000,000: more than loopback's socket buffers hold
+    16_000_000  # 8x the `server` fixture's --max_bytes of 2,000,000: more than loopback's socket buffers hold
 )
 
 
@@ -198,7 +198,7 @@ def _big_multipart() -> tuple[bytes, str]:
 
 def _assert_413(status: int, body: bytes) -> None:
     assert status == 413, (status, body[:300])
-    assert "--max-bytes" in json.loads(body)["detail"]
+    assert "--max_bytes" in json.loads(body)["detail"]
 
 
 @pytest.mark.slow  # a real server on the session's trained checkpoint

@@ -73,7 +73,7 @@ def test_a_worker_that_cannot_load_the_model_stops_the_server(
     checkpoint["state_dict"] = {key: value.flatten()[:1] for key, value in checkpoint["state_dict"].items()}
     broken = tmp_path / "broken.ckpt"  # its card reads fine; its weights have the wrong shapes
     torch.save(checkpoint, broken)
-    server = ServeProcess(broken, tmp_path / "server.log", "--cache-dir", str(tmp_path / "cache")).start()
+    server = ServeProcess(broken, tmp_path / "server.log", "--cache_dir", str(tmp_path / "cache")).start()
     try:
         code = server.process.wait(timeout=120)
     except subprocess.TimeoutExpired:

@@ -71,7 +71,7 @@ def test_mixed_load(
         return item, reply.status_code, reply.json()
 
     args = (
-        "--cache-dir",
+        "--cache_dir",
         str(tmp_path),
         "--runtime",
         "torch",

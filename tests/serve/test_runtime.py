@@ -89,7 +89,7 @@ def test_onnx_server_without_a_drift_reference(
     checkpoint[CHECKPOINT_KEY]["drift"] = None
     no_drift = tmp_path / "no_drift.ckpt"
     torch.save(checkpoint, no_drift)
-    args = ("--runtime", "onnx", "--cache-dir", str(tmp_path / "cache"))
+    args = ("--runtime", "onnx", "--cache_dir", str(tmp_path / "cache"))
     with ServeProcess(no_drift, tmp_path / "server.log", *args) as server:
         assert requests.get(f"{server.url}/info", timeout=5).json()["serving"]["runtime"] == "onnx"
         for path in val_images[:3]:
@@ -118,7 +118,7 @@ def test_a_tta_checkpoint_is_served_with_the_flip_unless_no_tta(
     _, served = create_runtime("torch", tta_model, tmp_path, threads=1)(images)  # the default keeps it
     torch.testing.assert_close(torch.from_numpy(served), with_flip, rtol=0, atol=1e-4)
 
-    with ServeProcess(tta_checkpoint, tmp_path / "server.log", "--no-tta", "--runtime", "torch") as server:
+    with ServeProcess(tta_checkpoint, tmp_path / "server.log", "--no_tta", "--runtime", "torch") as server:
         assert requests.get(f"{server.url}/info", timeout=5).json()["serving"]["tta_flip"] is False
         wnids = list(inference_model.card.wnids)
         for path, expected in zip(paths, without_flip, strict=True):
@@ -132,7 +132,7 @@ def test_the_default_server_runs_and_reports_the_runtime_auto_chose(
     name, reason = choose_runtime("auto")
     if not torch.cuda.is_available():
         assert (name == "bf16") == bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
-    with ServeProcess(trained_checkpoint, tmp_path / "server.log", "--cache-dir", str(tmp_path)) as server:
+    with ServeProcess(trained_checkpoint, tmp_path / "server.log", "--cache_dir", str(tmp_path)) as server:
         serving = requests.get(f"{server.url}/info", timeout=5).json()["serving"]
         assert serving["runtime"] == name and serving["runtime_reason"] == reason
         for path in val_images[:3]:

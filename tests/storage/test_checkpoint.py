@@ -46,7 +46,7 @@ def test_expected_sha256_is_enforced(use_emulator, tmp_path: Path) -> None:
     use_emulator.upload("models", "s.ckpt", b"payload")
     good = hashlib.sha256(b"payload").hexdigest()
     assert _resolve("gs://models/s.ckpt", tmp_path, expected_sha256=good).path.read_bytes() == b"payload"
-    with pytest.raises(StorageError, match=r"has sha256 \w+, but --expected-sha256 is 00"):
+    with pytest.raises(StorageError, match=r"has sha256 \w+, but --expected_sha256 is 00"):
         _resolve("gs://models/s.ckpt", tmp_path, expected_sha256="00" * 32)
 
 

@@ -15,7 +15,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from imagenette_drift.card import CHECKPOINT_KEY
 from imagenette_drift.drift.assessment import WindowAssessor, assess_windows
 from imagenette_drift.drift.image_stats import image_statistics
-from imagenette_drift.drift.reference import DriftReference
+from imagenette_drift.drift.reference import DriftReference, ReferenceSettings
 from imagenette_drift.drift.reference_size import reference_size_problem
 from imagenette_drift.drift.windows import run_window_tests, window_tests
 from imagenette_drift.estimation.reference import EstimationReference
@@ -49,13 +49,7 @@ class DriftCallback(Callback):
 
     def __init__(
         self,
-        window_size: int = 200,
-        max_reference: int = 1000,
-        n_permutations: int = 100,
-        alpha: float = 0.05,
-        expected_run_time: int = 1000,
-        n_bootstrap: int = 2000,
-        seed: int = 0,
+        reference: ReferenceSettings = ReferenceSettings(),  # noqa: B008 (frozen: one shared default is safe)
         report_dir: str | None = None,
         bank_size: int = 1000,
         knn_k: int = 5,
@@ -65,13 +59,9 @@ class DriftCallback(Callback):
         signature_severity: int = 3,
     ) -> None:
         """Args:
-        window_size: images per tested window (and the online monitor's window, capped by the reference size).
-        max_reference: most held-out images kept in the reference (seeded subsample).
-        n_permutations: permutations of the MMD test.
-        alpha: significance level of the window tests.
-        expected_run_time: mean full-window updates between false alarms of the online monitor.
-        n_bootstrap: simulated streams used to calibrate the online monitor.
-        seed: seed of subsampling, permutations, calibration and window shuffling.
+        reference: how the drift reference is fitted (window size, reference size, significance level,
+            calibration, seed), as `DriftReference.fit` takes it; its seed also seeds the familiarity bank and
+            the window shuffling.
         report_dir: where drift_report.json/png go; default: the trainer's log dir.
         bank_size: held-out embeddings kept (float16) as the k-NN familiarity bank.
         knn_k: the neighbour whose distance scores familiarity (Sun et al. 2022).
@@ -81,21 +71,10 @@ class DriftCallback(Callback):
         signature_severity: corruption severity of the signatures, 1-5.
         """
         super().__init__()
-        if window_size < 2:
-            raise ValueError(f"window_size must be >= 2, got {window_size}.")
-        self.window_size = window_size
-        self.seed = seed
+        self.settings = reference  # passed as it is to DriftReference.fit at each validation epoch of fit
+        self.window_size = reference.window_size
+        self.seed = reference.seed
         self.report_dir = report_dir
-        # Passed as they are to DriftReference.fit at each validation epoch of fit.
-        self.reference_kwargs = {
-            "window_size": window_size,
-            "max_reference": max_reference,
-            "n_permutations": n_permutations,
-            "alpha": alpha,
-            "expected_run_time": expected_run_time,
-            "n_bootstrap": n_bootstrap,
-            "seed": seed,
-        }
         if not 1 <= signature_severity <= 5:
             raise ValueError(f"signature_severity must be 1-5, got {signature_severity}.")
         self.familiarity_kwargs = {
@@ -103,7 +82,7 @@ class DriftCallback(Callback):
             "k": knn_k,
             "quantile": familiarity_quantile,
             "rule": familiarity_rule,
-            "seed": seed,
+            "seed": reference.seed,
         }
         self.signature_images = signature_images
         self.signature_severity = signature_severity
@@ -208,7 +187,7 @@ class DriftCallback(Callback):
         if data is None or trainer.sanity_checking:
             return
         if trainer.state.fn == TrainerFn.FITTING:
-            self.reference = DriftReference.fit(*data, **self.reference_kwargs)
+            self.reference = DriftReference.fit(*data, settings=self.settings)
             self._warn_if_too_small(trainer, self.reference)
             self._fit_card_fields(pl_module, *data, labels=self._gathered_labels)
         else:

@@ -9,183 +9,174 @@ in the environment the gcloud commands are printed instead of run.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from imagenette_drift.commands._options import CommandParser, build
 from imagenette_drift.commands.registry import REGISTRY_ENV_VAR
 from imagenette_drift.errors import UserError
 from imagenette_drift.release import cloud_run
+
+if TYPE_CHECKING:
+    from imagenette_drift.release.canary import CanaryPolicy
 
 DRY_RUN_ENV_VAR = "DRY_RUN"
 EXIT = {"promote": 0, "rollback": 1, "hold": 3}
 
 
-def _add_service(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    parser.add_argument("--service", required=required, help="the Cloud Run service name")
-    parser.add_argument("--region", required=required, help="its region, e.g. europe-west1")
-    parser.add_argument("--project", default=None, help="its project (default: gcloud's configured one)")
+@dataclass(kw_only=True)
+class Lineage:
+    """What each step records in the registry's release log (lineage.jsonl).
+
+    Args:
+        registry: Registry (folder or gs:// prefix) whose lineage.jsonl records the step (default:
+            $IMAGENETTE_REGISTRY).
+        alert_id: The monitor alert that led here (recorded).
+        training_run: The training run that made the candidate (recorded).
+    """
+
+    registry: str | None = None
+    alert_id: str | None = None
+    training_run: str | None = None
 
 
-def _add_lineage(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--registry",
-        default=os.environ.get(REGISTRY_ENV_VAR),
-        help="registry (folder or gs:// prefix) whose lineage.jsonl records the step "
-        f"(default: ${REGISTRY_ENV_VAR})",
-    )
-    parser.add_argument("--alert-id", default=None, help="the monitor alert that led here (recorded)")
-    parser.add_argument(
-        "--training-run", default=None, help="the training run that made the candidate (recorded)"
-    )
+@dataclass(kw_only=True)
+class Service(Lineage):
+    """The Cloud Run service the step acts on.
+
+    Args:
+        service: The Cloud Run service name.
+        region: Its region, e.g. europe-west1.
+        project: Its project (default: gcloud's configured one).
+    """
+
+    service: str
+    region: str
+    project: str | None = None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="imagenette canary",
-        description="Release a candidate as a Cloud Run canary (a tagged revision with a traffic share), "
-        "judge it against the stable revision on the same window of production traffic, and promote or roll "
-        "it back. Each step is recorded with its reason in the registry's lineage.jsonl. DRY_RUN=1 prints the "
-        "gcloud commands instead of running them; gcloud's own credentials are used, never a flag.",
-        allow_abbrev=False,
-    )
-    actions = parser.add_subparsers(dest="action", required=True, metavar="{start,decide,promote,rollback}")
+@dataclass(kw_only=True)
+class StartOptions(Service):
+    """Options of `imagenette canary start`.
 
-    start = actions.add_parser(
-        "start", help="deploy the candidate tagged `canary` with no traffic, then give it --percent"
-    )
-    _add_service(start)
-    start.add_argument("--image", required=True, help="the serving image (Dockerfile.serve) to deploy")
-    start.add_argument("--candidate", required=True, help="a version in --registry, or a gs:// model URI")
-    start.add_argument(
-        "--percent",
-        type=int,
-        default=cloud_run.DEFAULT_PERCENT,
-        help="the canary's traffic share (default: 10)",
-    )
-    start.add_argument(
-        "--stable-revision", default=None, help="the revision serving now (recorded for rollback)"
-    )
-    _add_lineage(start)
+    Args:
+        image: The serving image (Dockerfile.serve) to deploy.
+        candidate: A version in --registry, or a gs:// model URI.
+        percent: The canary's traffic share.
+        stable_revision: The revision serving now (recorded for rollback).
+    """
 
-    decide = actions.add_parser(
-        "decide", help="compare canary and stable on the same window; exit 0 promote, 1 rollback, 3 hold"
-    )
-    decide.add_argument(
-        "--log", required=True, help="the inference log (folder or gs:// prefix) both revisions write"
-    )
-    decide.add_argument(
-        "--stable",
-        default="champion",
-        help="the stable model: a .ckpt, a gs:// URI or a version in --registry (default: the "
-        "registry's champion)",
-    )
-    decide.add_argument(
-        "--canary",
-        default=None,
-        help="the canary model: a .ckpt, a gs:// URI or a version in --registry (default: the candidate of "
-        "the canary in progress, from the lineage's last `canary.start` with no promote or rollback after it)",
-    )
-    decide.add_argument(
-        "--stable-revision",
-        default=None,
-        help="the stable Cloud Run revision: keeps its replicas' records only (needed to roll back)",
-    )
-    decide.add_argument(
-        "--canary-revision",
-        default=None,
-        help="the canary Cloud Run revision: keeps its replicas' records only",
-    )
-    decide.add_argument(
-        "--window",
-        default="1h",
-        help="the last DURATION (e.g. 1h, 30m) before the newest record, or `all` (default: 1h)",
-    )
-    decide.add_argument(
-        "--stable-metrics",
-        action="append",
-        default=[],
-        metavar="URL|FILE",
-        help="the stable revision's /metrics; repeat per instance",
-    )
-    decide.add_argument(
-        "--canary-metrics",
-        action="append",
-        default=[],
-        metavar="URL|FILE",
-        help="the canary revision's /metrics; repeat per instance",
-    )
-    decide.add_argument(
-        "--route", default="/predict", help="the route whose 5xx rate and latency are compared"
-    )
-    decide.add_argument(
-        "--min-records",
-        type=int,
-        default=100,
-        help="records each revision needs before the model checks decide",
-    )
-    decide.add_argument(
-        "--accuracy-tolerance", type=float, default=0.02, help="estimated top-1 drop tolerated (fraction)"
-    )
-    decide.add_argument(
-        "--unfamiliar-tolerance", type=float, default=0.05, help="unfamiliar-share rise tolerated (fraction)"
-    )
-    decide.add_argument(
-        "--max-shift", type=float, default=0.1, help="class-share total variation tolerated (fraction)"
-    )
-    decide.add_argument(
-        "--alpha", type=float, default=0.01, help="significance level of the class-share chi-squared test"
-    )
-    decide.add_argument(
-        "--max-error-increase", type=float, default=0.01, help="5xx-rate rise tolerated (fraction)"
-    )
-    decide.add_argument(
-        "--max-latency-increase", type=float, default=0.25, help="relative p95-latency rise tolerated"
-    )
-    decide.add_argument(
-        "--output",
-        type=Path,
-        action="append",
-        default=[],
-        help="write the table (.md) or the decision (.json); repeat for both",
-    )
-    decide.add_argument(
-        "--apply",
-        action="store_true",
-        help="run the promote or rollback it decides (needs --service, --region)",
-    )
-    decide.add_argument(
-        "--cache-dir", type=Path, default=Path(".cache/imagenette/canary"), help="where gs:// models download"
-    )
-    _add_service(decide, required=False)
-    _add_lineage(decide)
-
-    promote = actions.add_parser(
-        "promote",
-        help="send all traffic to the newest revision (the canary); a registered --candidate "
-        "becomes the champion",
-    )
-    _add_service(promote)
-    promote.add_argument(
-        "--candidate", default=None, help="the version promoted: recorded, and made the registry's champion"
-    )
-    _add_lineage(promote)
-
-    rollback = actions.add_parser("rollback", help="send all traffic back to the stable revision")
-    _add_service(rollback)
-    rollback.add_argument("--stable-revision", required=True, help="the revision to send all traffic back to")
-    rollback.add_argument("--candidate", default=None, help="the version rolled back (recorded)")
-    _add_lineage(rollback)
-    return parser  # fmt: skip
+    image: str
+    candidate: str
+    percent: int = cloud_run.DEFAULT_PERCENT
+    stable_revision: str | None = None
 
 
-def _registry(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Any:
+@dataclass(kw_only=True)
+class DecideOptions(Service):
+    """Options of `imagenette canary decide` (with CanaryPolicy's, the tolerances).
+
+    Args:
+        log: The inference log (folder or gs:// prefix) both revisions write.
+        stable: The stable model: a .ckpt, a gs:// URI or a version in --registry (default: the registry's
+            champion).
+        canary: The canary model: a .ckpt, a gs:// URI or a version in --registry (default: the candidate of
+            the canary in progress, from the lineage's last `canary.start` with no promote or rollback after
+            it).
+        stable_revision: The stable Cloud Run revision: keeps its replicas' records only (needed to roll back).
+        canary_revision: The canary Cloud Run revision: keeps its replicas' records only.
+        window: The last DURATION (e.g. 1h, 30m) before the newest record, or `all`.
+        stable_metrics: The stable revision's /metrics (a URL or a file); repeat per instance.
+        canary_metrics: The canary revision's /metrics (a URL or a file); repeat per instance.
+        route: The route whose 5xx rate and latency are compared.
+        output: Write the table (.md) or the decision (.json); repeat for both.
+        apply: Run the promote or rollback it decides (needs --service, --region).
+        cache_dir: Where gs:// models download.
+    """
+
+    service: str | None = None  # only --apply needs the service
+    region: str | None = None
+    log: str
+    stable: str = "champion"
+    canary: str | None = None
+    stable_revision: str | None = None
+    canary_revision: str | None = None
+    window: str = "1h"
+    stable_metrics: list[str] = field(default_factory=list)
+    canary_metrics: list[str] = field(default_factory=list)
+    route: str = "/predict"
+    output: list[Path] = field(default_factory=list)
+    apply: bool = False
+    cache_dir: Path = Path(".cache/imagenette/canary")
+
+
+@dataclass(kw_only=True)
+class PromoteOptions(Service):
+    """Options of `imagenette canary promote`.
+
+    Args:
+        candidate: The version promoted: recorded, and made the registry's champion.
+    """
+
+    candidate: str | None = None
+
+
+@dataclass(kw_only=True)
+class RollbackOptions(Service):
+    """Options of `imagenette canary rollback`.
+
+    Args:
+        stable_revision: The revision to send all traffic back to.
+        candidate: The version rolled back (recorded).
+    """
+
+    stable_revision: str
+    candidate: str | None = None
+
+
+OPTIONS: dict[str, type[Lineage]] = {
+    "start": StartOptions,
+    "decide": DecideOptions,
+    "promote": PromoteOptions,
+    "rollback": RollbackOptions,
+}
+
+
+def build_parser() -> CommandParser:
+    from imagenette_drift.release.canary import CanaryPolicy
+
+    parser = CommandParser(
+        "imagenette canary",
+        "Release a candidate as a Cloud Run canary (a tagged revision with a traffic share), judge it against "
+        "the stable revision on the same window of production traffic, and promote or roll it back. Each step "
+        "is recorded with its reason in the registry's lineage.jsonl. DRY_RUN=1 prints the gcloud commands "
+        "instead of running them; gcloud's own credentials are used, never a flag.",
+    )
+    actions = parser.add_subcommands(dest="action")
+    helps = {
+        "start": "deploy the candidate tagged `canary` with no traffic, then give it --percent",
+        "decide": "compare canary and stable on the same window; exit 0 promote, 1 rollback, 3 hold",
+        "promote": "send all traffic to the newest revision (the canary); a registered --candidate becomes the "
+        "champion",
+        "rollback": "send all traffic back to the stable revision",
+    }
+    for name, options in OPTIONS.items():
+        subparser = CommandParser(name, None, options)
+        if name == "decide":
+            subparser.add_options(CanaryPolicy)
+        actions.add_subcommand(name, subparser, help=helps[name])
+    return parser
+
+
+def _registry(args: Lineage, parser: CommandParser) -> Any:
     from imagenette_drift.registry.opening import open_registry
 
+    args.registry = args.registry or os.environ.get(REGISTRY_ENV_VAR)
     if not args.registry:
         parser.error(
             f"--registry is required (or set ${REGISTRY_ENV_VAR}): its lineage.jsonl records every "
@@ -194,7 +185,7 @@ def _registry(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Any:
     return open_registry(args.registry)
 
 
-def _record(registry: Any, event: dict[str, Any], args: argparse.Namespace) -> None:
+def _record(registry: Any, event: dict[str, Any], args: Any) -> None:
     from imagenette_drift.registry.lineage import append_event
 
     ids = {"alert_id": args.alert_id, "training_run": args.training_run}
@@ -224,7 +215,7 @@ def _model(value: str, flag: str, registry: Any, cache_dir: Path) -> tuple[Any, 
     return card, file_sha256(path), version
 
 
-def _service(args: argparse.Namespace) -> cloud_run.Service:
+def _service(args: Any) -> cloud_run.Service:
     return cloud_run.Service(args.service, args.region, args.project)
 
 
@@ -247,11 +238,13 @@ def _canary_in_progress(registry: Any, service: str | None, dry_run: bool) -> di
     return current
 
 
-def _decide(args: argparse.Namespace, parser: argparse.ArgumentParser, registry: Any, dry_run: bool) -> int:
+def _decide(
+    args: DecideOptions, policy: CanaryPolicy, parser: CommandParser, registry: Any, dry_run: bool
+) -> int:
     from imagenette_drift.estimation.reference import shared_method
     from imagenette_drift.io import write_text_atomic
     from imagenette_drift.monitoring.windows import parse_duration
-    from imagenette_drift.release.canary import CanaryPolicy, decide, format_table, revision_stats
+    from imagenette_drift.release.canary import decide, format_table, revision_stats
     from imagenette_drift.release.canary_log import RevisionSelector, read_window
     from imagenette_drift.release.serving_metrics import read_metrics
 
@@ -262,17 +255,13 @@ def _decide(args: argparse.Namespace, parser: argparse.ArgumentParser, registry:
         args.canary = started["candidate"]
         args.stable_revision = args.stable_revision or started.get("stable_revision")
     if args.apply and not (args.service and args.region and args.stable_revision):
-        parser.error("--apply needs --service, --region and --stable-revision (the rollback target)")
+        parser.error("--apply needs --service, --region and --stable_revision (the rollback target)")
     if bool(args.stable_metrics) != bool(args.canary_metrics):
         parser.error(
-            "pass both --stable-metrics and --canary-metrics, or neither: 5xx and latency are compared"
+            "pass both --stable_metrics and --canary_metrics, or neither: 5xx and latency are compared"
         )
     try:
         window_s = None if args.window == "all" else parse_duration(args.window, "--window")
-        policy = CanaryPolicy(
-            args.min_records, args.accuracy_tolerance, args.unfamiliar_tolerance, args.max_shift, args.alpha,
-            max_error_increase=args.max_error_increase, max_latency_increase=args.max_latency_increase,
-        )  # fmt: skip
     except ValueError as e:
         parser.error(str(e))
     stable_card, stable_sha, stable_version = _model(args.stable, "--stable", registry, args.cache_dir)
@@ -315,7 +304,7 @@ def _decide(args: argparse.Namespace, parser: argparse.ArgumentParser, registry:
 
 
 def _run_and_record(
-    commands: list[list[str]], event: dict[str, Any], args: argparse.Namespace, registry: Any, dry_run: bool,
+    commands: list[list[str]], event: dict[str, Any], args: Any, registry: Any, dry_run: bool,
     after: Callable[[], dict[str, Any]] | None = None,
 ) -> None:  # fmt: skip
     """Run (or print) the gcloud commands, then `after` (its fields join the event), then record the step;
@@ -347,7 +336,7 @@ def _move_champion(
 
 
 def _apply(
-    action: str, args: argparse.Namespace, registry: Any, candidate: str | None, dry_run: bool,
+    action: str, args: Any, registry: Any, candidate: str | None, dry_run: bool,
     expected_champion: str | None = None,
 ) -> None:  # fmt: skip
     """Move the traffic: all to the canary (and make it the registry's champion), or all back to stable."""
@@ -367,7 +356,7 @@ def _apply(
     _run_and_record([command], event, args, registry, dry_run, after)
 
 
-def _start(args: argparse.Namespace, registry: Any, dry_run: bool) -> None:
+def _start(args: Any, registry: Any, dry_run: bool) -> None:
     if args.candidate.startswith("gs://"):
         model_uri, candidate = args.candidate, args.candidate
     else:
@@ -399,16 +388,25 @@ def _start(args: argparse.Namespace, registry: Any, dry_run: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    from imagenette_drift.release.canary import CanaryPolicy
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    parsed = parser.parse_args(argv)
+    args = build(OPTIONS[parsed.action], parsed[parsed.action])
     dry_run = os.environ.get(DRY_RUN_ENV_VAR, "0").strip().lower() in ("1", "true", "yes")
-    registry = _registry(args, parser)
-    if args.action == "decide":
-        code = _decide(args, parser, registry, dry_run)
+    if isinstance(args, DecideOptions):
+        try:
+            policy = build(CanaryPolicy, parsed.decide)
+        except ValueError as e:
+            parser.error(str(e))
+        registry = _registry(args, parser)
+        code = _decide(args, policy, parser, registry, dry_run)
         if code:
             raise SystemExit(code)
-    elif args.action == "start":
+        return
+    registry = _registry(args, parser)
+    if isinstance(args, StartOptions):
         _start(args, registry, dry_run)
     else:
-        _apply(args.action, args, registry, args.candidate, dry_run)
+        _apply(parsed.action, args, registry, args.candidate, dry_run)
     sys.stdout.flush()

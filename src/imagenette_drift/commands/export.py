@@ -8,31 +8,41 @@ half the size, which halves the download from GCS at every cold start.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from imagenette_drift.checkpoint import export_checkpoint
-from imagenette_drift.commands._options import add_checkpoint_option
+from imagenette_drift.commands._options import CommandParser
 from imagenette_drift.errors import one_line
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="imagenette export",
-        description="Write a serving copy of a checkpoint: weights and model card (class names, preprocessing, "
-        "drift reference), without the optimizer state. Serve it, test it, or upload it to GCS; resume "
-        "training from the original.",
-        allow_abbrev=False,
+@dataclass
+class ExportOptions:
+    """Options of `imagenette export`.
+
+    Args:
+        ckpt_path: A .ckpt written by `imagenette fit`.
+        output: Where to write the serving copy.
+    """
+
+    ckpt_path: Path
+    output: Path
+
+
+def build_parser() -> CommandParser:
+    return CommandParser(
+        "imagenette export",
+        "Write a serving copy of a checkpoint: weights and model card (class names, preprocessing, drift "
+        "reference), without the optimizer state. Serve it, test it, or upload it to GCS; resume training from "
+        "the original.",
+        ExportOptions,
     )
-    add_checkpoint_option(parser, "a .ckpt written by `imagenette fit`", required=True, type=Path)
-    parser.add_argument("--output", required=True, type=Path, help="where to write the serving copy")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    args = build_parser().options(ExportOptions, argv)
     try:
         result = export_checkpoint(args.ckpt_path, args.output)
     except (OSError, ValueError, RuntimeError, KeyError) as e:

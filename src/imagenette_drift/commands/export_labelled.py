@@ -2,37 +2,44 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from imagenette_drift.commands._options import CommandParser
 from imagenette_drift.errors import UserError
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="imagenette export-labelled",
-        description="Join the inference log's images (written by `serve --log-images`) with the labels posted "
-        "to the token-protected POST /feedback (on request_id; the latest label wins) and write them as "
+@dataclass
+class ExportLabelledOptions:
+    """Options of `imagenette export-labelled`.
+
+    Args:
+        log: The inference log: a folder or gs://BUCKET/PREFIX.
+        output: The folder to create.
+        base: A data root (train/<wnid>/..., val/) to merge in as symlinks, e.g. data/imagenette2-160.
+    """
+
+    log: str
+    output: Path
+    base: Path | None = None
+
+
+def build_parser() -> CommandParser:
+    return CommandParser(
+        "imagenette export-labelled",
+        "Join the inference log's images (written by `serve --log_images`) with the labels posted to the "
+        "token-protected POST /feedback (on request_id; the latest label wins) and write them as "
         "OUTPUT/train/<wnid>/log-<request_id>.<ext>; with --base, that data root's train images and val/ are "
         "linked in too, so OUTPUT is a data root for `imagenette fit --data.root`. OUTPUT must not exist; it "
         "appears complete or not at all. Writes OUTPUT/export.json with the counts.",
-        allow_abbrev=False,
+        ExportLabelledOptions,
     )
-    parser.add_argument("--log", required=True, help="the inference log: a folder or gs://BUCKET/PREFIX")
-    parser.add_argument("--output", type=Path, required=True, help="the folder to create")
-    parser.add_argument(
-        "--base",
-        type=Path,
-        default=None,
-        help="a data root (train/<wnid>/..., val/) to merge in as symlinks, e.g. data/imagenette2-160",
-    )
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    args = build_parser().options(ExportLabelledOptions, argv)
     from imagenette_drift.release.labelled import SUMMARY_NAME, export_labelled
 
     try:

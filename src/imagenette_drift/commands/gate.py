@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
 from imagenette_drift.checkpoint import InferenceModel, load_for_inference
+from imagenette_drift.commands._options import CommandParser
 from imagenette_drift.commands.registry import REGISTRY_ENV_VAR
 from imagenette_drift.data.layout import scan_split
 from imagenette_drift.data.root import resolve_root
@@ -33,101 +34,82 @@ if TYPE_CHECKING:
 REFUSED_EXIT = 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="imagenette gate",
-        description="Evaluate a candidate and the champion on the same test set (the root's val/ folder) with "
-        "the serving code's evaluation and, with --log, on the latest production window (both replay the images "
-        "the champion served, logged with `serve --log-images`); print a side-by-side markdown table. Exit 0 "
-        "when the candidate's top-1 is at least the champion's minus --tolerance (with no champion: at least "
-        "--min-accuracy) and it is no worse on the window (estimated accuracy, unfamiliar share and realized "
-        "accuracy each within --window-tolerance), else 1.",
-        allow_abbrev=False,
+@dataclass
+class GateData:
+    """The test set, spelled as the Lightning commands' data options.
+
+    Args:
+        root: Data root whose val/ folder is the test set (default: $IMAGENETTE_DATA, else
+            data/imagenette2-160).
+    """
+
+    root: Path | None = None
+
+
+@dataclass
+class GateOptions:
+    """Options of `imagenette gate`.
+
+    Args:
+        candidate: A .ckpt path, gs:// URI, or a version in --registry.
+        champion: A .ckpt path, gs:// URI, or a version in --registry (`champion`: the registry's); omit when
+            there is none yet.
+        registry: A registry folder or gs:// prefix to resolve versions (default: $IMAGENETTE_REGISTRY).
+        tolerance: How far (a fraction: 0.005 = 0.5 points) below the champion's top-1 the candidate may be.
+        min_accuracy: The top-1 required when there is no champion.
+        data: The test set.
+        output: Write the table (.md) or the decision (.json); repeat for both.
+        log: The champion's inference log (a folder or gs://BUCKET/PREFIX): also compare on a production
+            window.
+        window: With --log: `latest` (the monitor's newest window: from --monitor_out's table, else the newest
+            UTC hour of the champion's records), a record count (its last N records) or a duration (e.g. 1h:
+            its records of the last hour it served).
+        monitor_out: With --window latest: the `imagenette monitor --out` folder of the champion, whose newest
+            window is taken (default: none, the newest UTC hour of the champion's records, the monitor's
+            default window).
+        exclude_trained: With --log: a folder written by `imagenette export-labelled` that the candidate
+            trained on; its logged images' records are left out of the window (repeat for several).
+        window_tolerance: How far (a fraction) the candidate may fall behind the champion on the window's
+            estimated and realized accuracy, or exceed its unfamiliar share.
+        batch_size: Images per forward pass.
+        threads: Torch CPU threads (default: torch's).
+        cache_dir: Where gs:// models download.
+    """
+
+    candidate: str
+    champion: str | None = None
+    registry: str | None = None
+    tolerance: float = 0.005
+    min_accuracy: float = 0.85
+    data: GateData = field(default_factory=GateData)
+    output: list[Path] = field(default_factory=list)
+    log: str | None = None
+    window: str = "latest"
+    monitor_out: Path | None = None
+    exclude_trained: list[Path] = field(default_factory=list)
+    window_tolerance: float = DEFAULT_WINDOW_TOLERANCE
+    batch_size: int = 64
+    threads: int | None = None
+    cache_dir: Path = Path(".cache/imagenette/gate")
+
+
+def build_parser() -> CommandParser:
+    return CommandParser(
+        "imagenette gate",
+        "Evaluate a candidate and the champion on the same test set (the root's val/ folder) with the serving "
+        "code's evaluation and, with --log, on the latest production window (both replay the images the "
+        "champion served, logged with `serve --log_images`); print a side-by-side markdown table. Exit 0 when "
+        "the candidate's top-1 is at least the champion's minus --tolerance (with no champion: at least "
+        "--min_accuracy) and it is no worse on the window (estimated accuracy, unfamiliar share and realized "
+        "accuracy each within --window_tolerance), else 1.",
+        GateOptions,
     )
-    parser.add_argument(
-        "--candidate", required=True, help="a .ckpt path, gs:// URI, or a version in --registry"
-    )
-    parser.add_argument(
-        "--champion",
-        default=None,
-        help="a .ckpt path, gs:// URI, or a version in --registry (`champion`: the registry's); omit when "
-        "there is none yet",
-    )
-    parser.add_argument(
-        "--registry",
-        default=os.environ.get(REGISTRY_ENV_VAR) or None,
-        help=f"a registry folder or gs:// prefix to resolve versions (default: ${REGISTRY_ENV_VAR})",
-    )
-    parser.add_argument(
-        "--tolerance",
-        type=float,
-        default=0.005,
-        help="how far (a fraction: 0.005 = 0.5 points) below the champion's top-1 the candidate may be",
-    )
-    parser.add_argument(
-        "--min-accuracy", type=float, default=0.85, help="the top-1 required when there is no champion"
-    )
-    parser.add_argument(
-        "--data.root",
-        dest="root",
-        type=Path,
-        default=None,
-        help="data root whose val/ folder is the test set (default: $IMAGENETTE_DATA, else data/imagenette2-160)",
-    )
-    parser.add_argument(
-        "--output",
-        type=Path,
-        action="append",
-        default=[],
-        help="write the table (.md) or the decision (.json); repeat for both",
-    )
-    parser.add_argument(
-        "--log",
-        default=None,
-        help="the champion's inference log (a folder or gs://BUCKET/PREFIX): also compare on a production window",
-    )
-    parser.add_argument(
-        "--window",
-        default="latest",
-        help="with --log: `latest` (the monitor's newest window: from --monitor-out's table, else the newest UTC "
-        "hour of the champion's records), a record count (its last N records) or a duration (e.g. 1h: its "
-        "records of the last hour it served)",
-    )
-    parser.add_argument(
-        "--monitor-out",
-        type=Path,
-        default=None,
-        help="with --window latest: the `imagenette monitor --out` folder of the champion, whose newest window "
-        "is taken (default: none, the newest UTC hour of the champion's records, the monitor's default window)",
-    )
-    parser.add_argument(
-        "--exclude-trained",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="DATA_ROOT",
-        help="with --log: a folder written by `imagenette export-labelled` that the candidate trained on; its "
-        "logged images' records are left out of the window (repeat for several)",
-    )
-    parser.add_argument(
-        "--window-tolerance",
-        type=float,
-        default=DEFAULT_WINDOW_TOLERANCE,
-        help="how far (a fraction) the candidate may fall behind the champion on the window's estimated and "
-        "realized accuracy, or exceed its unfamiliar share",
-    )
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument(
-        "--cache-dir", type=Path, default=Path(".cache/imagenette/gate"), help="where gs:// models download"
-    )
-    return parser
 
 
 _VERSION = re.compile(r"[0-9a-f]{12}")
 
 
-def _load(value: str, flag: str, args: argparse.Namespace) -> InferenceModel:
+def _load(value: str, flag: str, args: GateOptions) -> InferenceModel:
     """A checkpoint path, a gs:// URI, or a registry version, loaded for inference."""
     if value.startswith("gs://"):
         from imagenette_drift.storage.checkpoint import resolve_checkpoint
@@ -156,7 +138,7 @@ def _on_window(
     candidate: InferenceModel,
     champion: InferenceModel,
     window: WindowChoice,
-    args: argparse.Namespace,
+    args: GateOptions,
 ) -> GateDecision:
     """The decision joined with the comparison on the champion's production window."""
     from imagenette_drift.release.production import compare_on_window
@@ -176,10 +158,11 @@ def _on_window(
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.options(GateOptions, argv)
+    args.registry = args.registry or os.environ.get(REGISTRY_ENV_VAR) or None
     if not 0 <= args.tolerance < 1 or not 0 <= args.min_accuracy <= 1 or not 0 <= args.window_tolerance < 1:
         parser.error(
-            "--tolerance and --window-tolerance must be in [0, 1) and --min-accuracy in [0, 1] (fractions, not "
+            "--tolerance and --window_tolerance must be in [0, 1) and --min_accuracy in [0, 1] (fractions, not "
             "percents)"
         )
     window = None
@@ -202,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "compares models of the same task only."
         )
     try:
-        split = scan_split(resolve_root(args.root), "val", candidate.card.wnids)
+        split = scan_split(resolve_root(args.data.root), "val", candidate.card.wnids)
     except UserError as e:
         raise type(e)(f"--data.root: {e}") from e
     decision = decide(

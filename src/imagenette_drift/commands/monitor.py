@@ -2,80 +2,85 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from imagenette_drift.commands._options import add_checkpoint_option
+from imagenette_drift.commands._options import CommandParser
 from imagenette_drift.errors import UserError
+from imagenette_drift.monitoring.alerts import AlertPolicy
 from imagenette_drift.monitoring.windows import WindowSpec, parse_duration
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="imagenette monitor",
-        description="Read every replica's inference-log files (incrementally), test each window of traffic "
-        "against the checkpoint's drift reference, raise alerts with hysteresis, and write the window table "
+@dataclass
+class MonitorOptions:
+    """Options of `imagenette monitor`.
+
+    Args:
+        ckpt_path: The served checkpoint: a path or gs:// URI.
+        log: Log root: a folder or gs://bucket/prefix.
+        window: Records per window (e.g. 500) or a UTC-aligned duration (e.g. 1h, 30m).
+        out: Output and state folder.
+        engine: Query engine.
+        ray_address: Ray cluster to join (e.g. auto); default: a local Ray instance.
+        alpha: Family-wise significance level per window.
+        alert_k: Drifting windows in a row that raise an alert.
+        clear_k: Clean windows in a row that clear it.
+        cooldown: No new alert this long after one was raised.
+        lateness: Time windows: wait this long past a window's end for late files.
+        flush: Close the last, incomplete window too (a finished log).
+        webhook: POST alert events as JSON to this URL.
+        github_repo: owner/name: send repository_dispatch (event 'retrain') on each raised alert; the token is
+            read from the GITHUB_TOKEN environment variable only.
+        log_retention_days: Delete log files older than this many days.
+        follow: Run on a schedule and serve /status and /metrics.
+        every: With --follow: time between runs.
+        host: With --follow: interface to listen on.
+        port: With --follow: port of /status and /metrics.
+        wandb: Log each window to a W&B run (offline without a key).
+        threads: CPU threads for torch and the engine.
+        reference_root: The training data root: the report shows each witness image (logged with
+            --log_images) beside a thumbnail of its nearest held-out image from this folder.
+        cache_dir: Where gs:// checkpoints download (default: ~/.cache/imagenette-drift).
+    """
+
+    ckpt_path: str
+    log: str = "outputs/inference-log"
+    window: str = "1h"
+    out: Path = Path("outputs/monitor")
+    engine: Literal["duckdb", "ray"] = "duckdb"
+    ray_address: str | None = None
+    alpha: float = 0.05
+    alert_k: int = AlertPolicy.alert_k
+    clear_k: int = AlertPolicy.clear_k
+    cooldown: str = "6h"
+    lateness: str = "2m"
+    flush: bool = False
+    webhook: str | None = None
+    github_repo: str | None = None
+    log_retention_days: int | None = None
+    follow: bool = False
+    every: str = "5m"
+    host: str = "127.0.0.1"
+    port: int = 8010
+    wandb: bool = False
+    threads: int = 1
+    reference_root: Path | None = None
+    cache_dir: Path | None = None
+
+
+def build_parser() -> CommandParser:
+    return CommandParser(
+        "imagenette monitor",
+        "Read every replica's inference-log files (incrementally), test each window of traffic against the "
+        "checkpoint's drift reference, raise alerts with hysteresis, and write the window table "
         "(windows.parquet), monitor_report.json/.md/.png and metrics.prom to --out.",
+        MonitorOptions,
     )
-    parser.add_argument(
-        "--log", default="outputs/inference-log", help="log root: a folder or gs://bucket/prefix"
-    )
-    add_checkpoint_option(parser, "the served checkpoint: a path or gs:// URI", required=True)
-    parser.add_argument(
-        "--window",
-        default="1h",
-        help="records per window (e.g. 500) or a UTC-aligned duration (e.g. 1h, 30m)",
-    )
-    parser.add_argument("--out", type=Path, default=Path("outputs/monitor"), help="output and state folder")
-    parser.add_argument("--engine", choices=("duckdb", "ray"), default="duckdb", help="query engine")
-    parser.add_argument(
-        "--ray-address", default=None, help="Ray cluster to join (e.g. auto); default: a local Ray instance"
-    )
-    parser.add_argument("--alpha", type=float, default=0.05, help="family-wise significance level per window")
-    parser.add_argument(
-        "--alert-k", type=int, default=3, help="drifting windows in a row that raise an alert"
-    )
-    parser.add_argument("--clear-k", type=int, default=3, help="clean windows in a row that clear it")
-    parser.add_argument("--cooldown", default="6h", help="no new alert this long after one was raised")
-    parser.add_argument(
-        "--lateness", default="2m", help="time windows: wait this long past a window's end for late files"
-    )
-    parser.add_argument(
-        "--flush", action="store_true", help="close the last, incomplete window too (a finished log)"
-    )
-    parser.add_argument("--webhook", default=None, help="POST alert events as JSON to this URL")
-    parser.add_argument(
-        "--github-repo",
-        default=None,
-        help="owner/name: send repository_dispatch (event 'retrain') on each raised alert; the token is read "
-        "from the GITHUB_TOKEN environment variable only",
-    )
-    parser.add_argument(
-        "--log-retention-days", type=int, default=None, help="delete log files older than this many days"
-    )
-    parser.add_argument(
-        "--follow", action="store_true", help="run on a schedule and serve /status and /metrics"
-    )
-    parser.add_argument("--every", default="5m", help="with --follow: time between runs")
-    parser.add_argument("--host", default="127.0.0.1", help="with --follow: interface to listen on")
-    parser.add_argument("--port", type=int, default=8010, help="with --follow: port of /status and /metrics")
-    parser.add_argument(
-        "--wandb", action="store_true", help="log each window to a W&B run (offline without a key)"
-    )
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch and the engine")
-    parser.add_argument(
-        "--reference-root",
-        type=Path,
-        default=None,
-        help="the training data root: the report shows each witness image (logged with --log-images) beside "
-        "a thumbnail of its nearest held-out image from this folder",
-    )
-    parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "imagenette-drift")
-    return parser
 
 
 def load_context(checkpoint: str, cache_dir: Path, alpha: float):
@@ -110,14 +115,14 @@ def load_context(checkpoint: str, cache_dir: Path, alpha: float):
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.options(MonitorOptions, argv)
+    args.cache_dir = args.cache_dir or Path.home() / ".cache" / "imagenette-drift"
     logging.basicConfig(
         level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     import torch
 
     from imagenette_drift.drift.reference_size import check_reference_size
-    from imagenette_drift.monitoring.alerts import AlertPolicy
     from imagenette_drift.monitoring.service import Monitor, MonitorConfig, follow, start_wandb
     from imagenette_drift.monitoring.sinks import build_sinks
     from imagenette_drift.monitoring.stats import calibrated_tests
@@ -129,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         lateness = parse_duration(args.lateness, "--lateness")
         every = parse_duration(args.every, "--every")
         if args.log_retention_days is not None and args.log_retention_days < 1:
-            raise ValueError(f"--log-retention-days must be at least 1, got {args.log_retention_days}.")
+            raise ValueError(f"--log_retention_days must be at least 1, got {args.log_retention_days}.")
         if not args.follow and "://" not in args.log and not Path(args.log).is_dir():
             raise FileNotFoundError(
                 f"the log {args.log} does not exist; pass the folder `imagenette serve --log` wrote."

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from imagenette_drift.commands._options import add_checkpoint_option
+from imagenette_drift.commands._options import CommandParser, build
 from imagenette_drift.registry.base import ANY, ModelVersion, Registry
 from imagenette_drift.registry.opening import open_registry
 
@@ -17,44 +17,81 @@ REGISTRY_ENV_VAR = "IMAGENETTE_REGISTRY"
 NO_CHAMPION = "none"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="imagenette registry",
-        description="Register exported checkpoints by content hash, list and show them, and promote a champion "
+@dataclass
+class RegistryOptions:
+    """Options of `imagenette registry`, before the action.
+
+    Args:
+        registry: A folder or gs://BUCKET/PREFIX (default: $IMAGENETTE_REGISTRY).
+    """
+
+    registry: str | None = None
+
+
+@dataclass
+class RegisterOptions:
+    """Options of `imagenette registry register`.
+
+    Args:
+        ckpt_path: A .ckpt written by `imagenette fit`.
+        config: The run's resolved config.yaml.
+        repo: The git/DVC checkout it was trained from.
+    """
+
+    ckpt_path: Path
+    config: Path | None = None
+    repo: Path = Path(".")
+
+
+@dataclass
+class PromoteOptions:
+    """Options of `imagenette registry promote`.
+
+    Args:
+        expect_champion: Promote only if the champion is still this version (`none`: no champion yet), e.g.
+            the one the gate compared against.
+    """
+
+    expect_champion: str | None = None
+
+
+@dataclass
+class LineageOptions:
+    """Options of `imagenette registry lineage`.
+
+    Args:
+        version: Only the events naming this version.
+    """
+
+    version: str | None = None
+
+
+def build_parser() -> CommandParser:
+    parser = CommandParser(
+        "imagenette registry",
+        "Register exported checkpoints by content hash, list and show them, and promote a champion "
         "(compare-and-swap: of two concurrent promotions exactly one wins). GCS credentials come from the "
         "environment (application default credentials), never from flags.",
-        allow_abbrev=False,
+        RegistryOptions,
     )
-    parser.add_argument(
-        "--registry",
-        default=os.environ.get(REGISTRY_ENV_VAR),
-        help=f"a folder or gs://BUCKET/PREFIX (default: ${REGISTRY_ENV_VAR})",
+    actions = parser.add_subcommands(dest="action")
+    actions.add_subcommand(
+        "list", CommandParser("list"), help="registered versions, oldest first; * marks the champion"
     )
-    actions = parser.add_subparsers(
-        dest="action", required=True, metavar="{list,show,register,promote,lineage}"
-    )
-    actions.add_parser("list", help="registered versions, oldest first; * marks the champion")
-    show = actions.add_parser("show", help="one version's metadata as JSON")
+    show = CommandParser("show")
     show.add_argument("version", help="a version (sha12) or `champion`")
-    register = actions.add_parser("register", help="export a checkpoint and register it with its lineage")
-    add_checkpoint_option(register, "a .ckpt written by `imagenette fit`", required=True, type=Path)
-    register.add_argument("--config", type=Path, default=None, help="the run's resolved config.yaml")
-    register.add_argument(
-        "--repo", type=Path, default=Path("."), help="the git/DVC checkout it was trained from (default: .)"
-    )
-    promote = actions.add_parser("promote", help="make a version the champion")
+    actions.add_subcommand("show", show, help="one version's metadata as JSON")
+    register = CommandParser("register", None, RegisterOptions)
+    actions.add_subcommand("register", register, help="export a checkpoint and register it with its lineage")
+    promote = CommandParser("promote", None, PromoteOptions)
     promote.add_argument("version", help="the version (sha12) to promote")
-    promote.add_argument(
-        "--expect-champion",
-        default=None,
-        metavar="VERSION",
-        help=f"promote only if the champion is still this version (`{NO_CHAMPION}`: no champion yet), e.g. "
-        "the one the gate compared against",
+    actions.add_subcommand("promote", promote, help="make a version the champion")
+    lineage = CommandParser("lineage", None, LineageOptions)
+    actions.add_subcommand(
+        "lineage",
+        lineage,
+        help="the release log (lineage.jsonl): every canary step and decision with its reason",
     )
-    lineage = actions.add_parser(
-        "lineage", help="the release log (lineage.jsonl): every canary step and decision with its reason"
-    )
-    lineage.add_argument("--version", default=None, help="only the events naming this version")
     return parser
 
 
@@ -91,26 +128,30 @@ def _list(registry: Registry) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.registry:
+    location = args.registry or os.environ.get(REGISTRY_ENV_VAR)
+    if not location:
         parser.error(f"--registry is required (or set ${REGISTRY_ENV_VAR}): a folder or gs://BUCKET/PREFIX")
-    registry = open_registry(args.registry)
+    registry = open_registry(location)
+    action = args[args.action]
     if args.action == "list":
         _list(registry)
     elif args.action == "lineage":
-        _lineage(registry, args.version)
+        _lineage(registry, build(LineageOptions, action).version)
     elif args.action == "show":
-        version = registry.show(args.version)
+        version = registry.show(action.version)
         champion = registry.champion()
         is_champion = champion is not None and champion.version == version.version
         print(json.dumps({"version": version.version, "champion": is_champion, **version.metadata}, indent=2))
     elif args.action == "register":
-        version, new = registry.register(args.ckpt_path, args.config, args.repo)
+        options = build(RegisterOptions, action)
+        version, new = registry.register(options.ckpt_path, options.config, options.repo)
         state = "registered" if new else "already registered"
         print(f"{state} {version.version} at {version.uri}")
     else:
         expected: str | object | None = ANY
-        if args.expect_champion is not None:
-            expected = None if args.expect_champion == NO_CHAMPION else args.expect_champion
-        champion = registry.promote(args.version, expected)
+        expect_champion = build(PromoteOptions, action).expect_champion
+        if expect_champion is not None:
+            expected = None if expect_champion == NO_CHAMPION else expect_champion
+        champion = registry.promote(action.version, expected)
         print(f"champion: {champion.version} (previous: {champion.previous or NO_CHAMPION})")
     sys.stdout.flush()

@@ -2,67 +2,58 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imagenette_drift.commands._options import CommandParser
 from imagenette_drift.io import atomic_path, write_text_atomic
 from imagenette_drift.reports import training as reporting
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="imagenette report",
-        description="Collect a run's results into <output>/report.md (Markdown with PNGs beside it, ready for "
-        "`cml comment create`) and a metrics.json (top-1, top-5, F1, drift false-positive rate and power).",
+@dataclass
+class ReportOptions:
+    """Options of `imagenette report`.
+
+    Args:
+        log_dir: A run's log folder (repeat for several; later ones win): {val,test}_metrics.json,
+            *_confusion_matrix.png, and the CSV logger's metrics.csv for the learning curves.
+        drift: A drift_report.json from `imagenette drift` or `imagenette test` (repeat for several; clean data
+            gives the false-positive rate, --data.corruption data the power).
+        profile: A Lightning profiler summary (e.g. fit-profile.txt).
+        baseline: A metrics.json to compare with (e.g. main's).
+        output: Folder for report.md and its images.
+        metrics: Where to write metrics.json (default: <output>/metrics.json).
+        title: The report's heading.
+    """
+
+    log_dir: list[Path]
+    drift: list[Path] = field(default_factory=list)
+    profile: Path | None = None
+    baseline: Path | None = None
+    output: Path = Path("outputs/report")
+    metrics: Path | None = None
+    title: str = "Training report"
+
+
+def build_parser() -> CommandParser:
+    return CommandParser(
+        "imagenette report",
+        "Collect a run's results into <output>/report.md (Markdown with PNGs beside it, ready for `cml comment "
+        "create`) and a metrics.json (top-1, top-5, F1, drift false-positive rate and power).",
+        ReportOptions,
     )
-    parser.add_argument(
-        "--log-dir",
-        type=Path,
-        action="append",
-        required=True,
-        help="a run's log folder (repeatable; later ones win): {val,test}_metrics.json, "
-        "*_confusion_matrix.png, and the CSV logger's metrics.csv for the learning curves",
-    )
-    parser.add_argument(
-        "--drift",
-        type=Path,
-        action="append",
-        default=[],
-        help="a drift_report.json from `imagenette drift` or `imagenette test` (repeatable; clean data gives "
-        "the false-positive rate, --corruption data the power)",
-    )
-    parser.add_argument(
-        "--profile", type=Path, default=None, help="a Lightning profiler summary (e.g. fit-profile.txt)"
-    )
-    parser.add_argument(
-        "--baseline", type=Path, default=None, help="a metrics.json to compare with (e.g. main's)"
-    )
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=Path("outputs/report"),
-        help="folder for report.md and its images",
-    )
-    parser.add_argument(
-        "--metrics",
-        type=Path,
-        default=None,
-        help="where to write metrics.json (default: <output>/metrics.json)",
-    )
-    parser.add_argument("--title", default="Training report", help="the report's heading")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.options(ReportOptions, argv)
     for path in args.log_dir:
         if not path.is_dir():
-            parser.error(f"--log-dir {path}: no such folder; pass the folder a run logged to.")
+            parser.error(f"--log_dir {path}: no such folder; pass the folder a run logged to.")
     files = [
         *(("--drift", p) for p in args.drift),
         ("--profile", args.profile),
@@ -84,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if not metrics and not drift_reports:
         parser.error(
             f"found no val_metrics.json or test_metrics.json in {', '.join(map(str, args.log_dir))} and no "
-            "--drift report: point --log-dir at the folder `imagenette fit`/`test` logged to."
+            "--drift report: point --log_dir at the folder `imagenette fit`/`test` logged to."
         )
     if drift_reports:
         metrics["drift"] = reporting.drift_metrics(drift_reports)
@@ -97,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 def _render(
-    args: argparse.Namespace,
+    args: ReportOptions,
     metrics: dict[str, Any],
     baseline: dict[str, float] | None,
     drift_reports: list[dict[str, Any]],

@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-from imagenette_drift.commands._options import add_checkpoint_option
+from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt
 
-HOSTS = ("0.0.0.0", "127.0.0.1", "::")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+from imagenette_drift.commands._options import CommandParser
 
 
 def default_cache_dir() -> Path:
@@ -28,13 +22,6 @@ def default_cache_dir() -> Path:
     if os.environ.get("IMAGENETTE_CACHE"):
         return Path(os.environ["IMAGENETTE_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "imagenette-drift"
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
 
 
 # Cloud Run sends SIGKILL 10 s after SIGTERM: the final flush of the inference log must end before that.
@@ -66,7 +53,7 @@ def _make_cache_dir(path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OSError(
-            f"--cache-dir {path} cannot be created as a folder ({e.strerror}); pass another one."
+            f"--cache_dir {path} cannot be created as a folder ({e.strerror}); pass another one."
         ) from e
 
 
@@ -85,122 +72,93 @@ def check_port_free(host: str, port: int) -> None:
             ) from e
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="imagenette serve",
-        description="Serve a checkpoint over REST: POST /predict, GET /health, /info, /drift, /metrics.",
-        allow_abbrev=False,
+@dataclass
+class ServeOptions:
+    """Options of `imagenette serve`.
+
+    Args:
+        ckpt_path: A .ckpt path or gs://BUCKET/OBJECT (default: $MODEL_URI).
+        host: Interface to listen on.
+        port: Port (default: $PORT, else 8000).
+        workers: Inference worker processes.
+        threads: Torch/ONNX threads per worker (default: cores // workers, so workers x threads <= cores).
+        max_batch_size: Dynamic batching: most requests per forward pass.
+        batch_timeout: Seconds to wait for a batch to fill.
+        runtime: Inference backend: auto (cuda when a GPU is visible, else bf16 on CPUs with native bfloat16
+            (amx_bf16/avx512_bf16), else onnx; /info says which), torch (fp32), bf16 (torch in bfloat16,
+            probabilities within ~1e-2 of fp32), onnx (ONNX Runtime, fp32), cuda (torch fp32 on the GPU).
+        no_tta: One forward pass per image even when the checkpoint was evaluated with a mirrored second pass
+            (tta_flip): half the compute, the accuracy of the model without test-time flips.
+        max_bytes: Largest request body (413 above).
+        max_pixels: Largest width x height of an image (413 above).
+        expected_sha256: Refuse to serve a checkpoint whose sha256 differs from this.
+        cache_dir: Downloaded gs:// checkpoints and exported ONNX models (default: $IMAGENETTE_CACHE, else
+            $XDG_CACHE_HOME/imagenette-drift, else ~/.cache/imagenette-drift).
+        timeout: Seconds a request may wait before a 504.
+        log: Inference log: write one record per served image under this folder or gs://BUCKET[/PREFIX]
+            (default: $IMAGENETTE_LOG; none: log nothing).
+        log_images: Also store each request's original image bytes in the log (personal data: off by default).
+        log_flush_records: Write a log file every N records ...
+        log_flush_seconds: ... or once its oldest record is this old (and always on SIGTERM).
+        log_spill_dir: Local folder for log files the sink refused, retried later (default:
+            CACHE_DIR/inference-log-spill).
+        feedback_token: Bearer token that POST /feedback requires (prefer $IMAGENETTE_FEEDBACK_TOKEN: a flag
+            shows in `ps` and shell history); without one /feedback is off.
+        log_level: Log verbosity.
+    """
+
+    ckpt_path: str | None = None
+    host: Literal["0.0.0.0", "127.0.0.1", "::"] = "0.0.0.0"
+    port: int | None = None
+    workers: PositiveInt = 1
+    threads: PositiveInt | None = None
+    max_batch_size: PositiveInt = 8
+    batch_timeout: NonNegativeFloat = 0.005
+    runtime: Literal["auto", "torch", "bf16", "onnx", "cuda"] = "auto"
+    no_tta: bool = False
+    max_bytes: PositiveInt = 10_000_000
+    max_pixels: PositiveInt = 40_000_000
+    expected_sha256: str | None = None
+    cache_dir: Path | None = None
+    timeout: float = 30.0
+    log: str | None = None
+    log_images: bool = False
+    log_flush_records: PositiveInt = 1000
+    log_flush_seconds: PositiveFloat = 30.0
+    log_spill_dir: Path | None = None
+    feedback_token: str | None = field(default=None, repr=False)
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+
+def build_parser() -> CommandParser:
+    return CommandParser(
+        "imagenette serve",
+        "Serve a checkpoint over REST: POST /predict, GET /health, /info, /drift, /metrics.",
+        ServeOptions,
     )
-    add_checkpoint_option(
-        parser,
-        "a .ckpt path or gs://BUCKET/OBJECT (default: $MODEL_URI)",
-        default=os.environ.get("MODEL_URI"),
-        required=not os.environ.get("MODEL_URI"),
-    )
-    parser.add_argument("--host", default="0.0.0.0", choices=HOSTS, help="interface to listen on")
-    parser.add_argument(
-        "--port", type=int, default=int(os.environ.get("PORT", 8000)), help="port (default: $PORT, else 8000)"
-    )
-    parser.add_argument("--workers", type=_positive_int, default=1, help="inference worker processes")
-    parser.add_argument(
-        "--threads",
-        type=_positive_int,
-        default=None,
-        help="torch/ONNX threads per worker (default: cores // workers, so workers x threads <= cores)",
-    )
-    parser.add_argument(
-        "--max-batch-size",
-        type=_positive_int,
-        default=8,
-        help="dynamic batching: most requests per forward pass",
-    )
-    parser.add_argument(
-        "--batch-timeout", type=float, default=0.005, help="seconds to wait for a batch to fill"
-    )
-    parser.add_argument(
-        "--runtime",
-        choices=("auto", "torch", "bf16", "onnx", "cuda"),
-        default="auto",
-        help="inference backend: auto (default: cuda when a GPU is visible, else bf16 on CPUs with native "
-        "bfloat16 (amx_bf16/avx512_bf16), else onnx; /info says which), torch (fp32), bf16 (torch in "
-        "bfloat16, probabilities within ~1e-2 of fp32), onnx (ONNX Runtime, fp32), cuda (torch fp32 on the GPU)",
-    )
-    parser.add_argument(
-        "--no-tta",
-        action="store_true",
-        help="one forward pass per image even when the checkpoint was evaluated with a mirrored second pass "
-        "(tta_flip): half the compute, the accuracy of the model without test-time flips",
-    )
-    parser.add_argument(
-        "--max-bytes", type=_positive_int, default=10_000_000, help="largest request body (413 above)"
-    )
-    parser.add_argument(
-        "--max-pixels",
-        type=_positive_int,
-        default=40_000_000,
-        help="largest width x height of an image (413 above)",
-    )
-    parser.add_argument(
-        "--expected-sha256", default=None, help="refuse to serve a checkpoint whose sha256 differs from this"
-    )
-    parser.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=default_cache_dir(),
-        help="downloaded gs:// checkpoints and exported ONNX models (default: $IMAGENETTE_CACHE or ~/.cache/imagenette-drift)",
-    )
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds a request may wait before a 504")
-    parser.add_argument(
-        "--log",
-        default=os.environ.get("IMAGENETTE_LOG"),
-        help="inference log: write one record per served image under this folder or gs://BUCKET[/PREFIX] "
-        "(default: $IMAGENETTE_LOG; none: log nothing)",
-    )
-    parser.add_argument(
-        "--log-images",
-        action="store_true",
-        help="also store each request's original image bytes in the log (personal data: off by default)",
-    )
-    parser.add_argument(
-        "--log-flush-records", type=_positive_int, default=1000, help="write a log file every N records"
-    )
-    parser.add_argument(
-        "--log-flush-seconds",
-        type=_positive_float,
-        default=30.0,
-        help="... or once its oldest record is this old (and always on SIGTERM)",
-    )
-    parser.add_argument(
-        "--log-spill-dir",
-        type=Path,
-        default=None,
-        help="local folder for log files the sink refused, retried later (default: CACHE_DIR/inference-log-spill)",
-    )
-    parser.add_argument(
-        "--feedback-token",
-        default=os.environ.get("IMAGENETTE_FEEDBACK_TOKEN"),
-        help="bearer token that POST /feedback requires (prefer $IMAGENETTE_FEEDBACK_TOKEN: a flag shows in "
-        "`ps` and shell history); without one /feedback is off",
-    )
-    parser.add_argument(
-        "--log-level",
-        default="info",
-        choices=("critical", "error", "warning", "info", "debug"),
-        help="log verbosity",
-    )
-    return parser
+
+
+def _from_environment(args: ServeOptions, parser: CommandParser) -> ServeOptions:
+    """The options with the unset ones that have an environment default filled in."""
+    args.ckpt_path = args.ckpt_path or os.environ.get("MODEL_URI")
+    if not args.ckpt_path:
+        parser.error("the following arguments are required: --ckpt_path (or set $MODEL_URI)")
+    args.port = int(os.environ.get("PORT", 8000)) if args.port is None else args.port
+    args.cache_dir = args.cache_dir or default_cache_dir()
+    args.log = args.log or os.environ.get("IMAGENETTE_LOG")
+    if args.feedback_token is None:
+        args.feedback_token = os.environ.get("IMAGENETTE_FEEDBACK_TOKEN")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _from_environment(parser.options(ServeOptions, argv), parser)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     if not 1024 <= args.port <= 65535:
         parser.error(f"--port must be between 1024 and 65535, got {args.port}")
-    if args.batch_timeout < 0:
-        parser.error(f"--batch-timeout must be >= 0, got {args.batch_timeout}")
     if args.feedback_token is not None and not args.feedback_token.strip():
         parser.error("the feedback token is empty; set IMAGENETTE_FEEDBACK_TOKEN to a secret, or unset it.")
     if args.feedback_token and not args.log:
@@ -208,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "/feedback writes labels to the inference log: pass --log PATH_OR_GS_URI with the token."
         )
     if args.log_images and not args.log:
-        parser.error("--log-images needs --log PATH_OR_GS_URI.")
+        parser.error("--log_images needs --log PATH_OR_GS_URI.")
     cores = os.cpu_count() or 1
     threads = args.threads or max(1, cores // args.workers)
     if args.workers * threads > cores:

@@ -23,6 +23,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "MMDDriftDetector": "mmd",
         "OnlineDriftMonitor": "online",
         "OnlineDriftStatus": "result",
+        "ReferenceSettings": "reference",
         "run_window_tests": "windows",
         "WindowAssessor": "assessment",
     },

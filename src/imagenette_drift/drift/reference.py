@@ -15,6 +15,37 @@ from imagenette_drift.drift.univariate import ChiSquaredDriftDetector, KSDriftDe
 REFERENCE_VERSION = 1
 
 
+@dataclass(frozen=True)
+class ReferenceSettings:
+    """How a drift reference is fitted: the window it tests, and the size and calibration of its detectors.
+
+    The one definition of these arguments: `DriftReference.fit` takes it, and so does the `DriftCallback` (as
+    `reference:` in a config's `init_args`).
+
+    Args:
+        window_size: Images per tested window (and the online monitor's window, capped by the reference size).
+        max_reference: Most held-out images kept in the reference (seeded subsample).
+        n_permutations: Permutations of the MMD test.
+        alpha: Significance level of the window tests.
+        expected_run_time: Mean full-window updates between false alarms of the online monitor.
+        n_bootstrap: Simulated streams used to calibrate the online monitor.
+        seed: Seed of subsampling, permutations and calibration (the DriftCallback's familiarity bank and
+            window shuffling too).
+    """
+
+    window_size: int = 200
+    max_reference: int = 1000
+    n_permutations: int = 100
+    alpha: float = 0.05
+    expected_run_time: int = 1000
+    n_bootstrap: int = 2000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.window_size < 2:
+            raise ValueError(f"window_size must be >= 2, got {self.window_size}.")
+
+
 @dataclass
 class DriftReference:
     """The detectors fitted on in-distribution data, as the checkpoint carries them.
@@ -40,15 +71,12 @@ class DriftReference:
         embeddings: Tensor,
         probs: Tensor,
         image_stats: Tensor | None = None,
-        window_size: int = 200,
-        max_reference: int = 1000,
-        n_permutations: int = 100,
-        alpha: float = 0.05,
-        expected_run_time: int = 1000,
-        n_bootstrap: int = 2000,
-        seed: int = 0,
+        settings: ReferenceSettings = ReferenceSettings(),
     ) -> DriftReference:
-        """Subsample up to `max_reference` rows (seeded) and fit every detector on them."""
+        """Subsample up to `settings.max_reference` rows (seeded) and fit every detector on them."""
+        window_size, max_reference, alpha, seed = (
+            settings.window_size, settings.max_reference, settings.alpha, settings.seed
+        )  # fmt: skip
         if len(embeddings) != len(probs):
             raise ValueError(
                 f"Got {len(embeddings)} embeddings but {len(probs)} softmax rows; they must match."
@@ -71,13 +99,13 @@ class DriftReference:
             online = OnlineDriftMonitor(
                 emb.half(),
                 window_size=online_window,
-                expected_run_time=expected_run_time,
-                n_bootstrap=max(n_bootstrap, expected_run_time),
+                expected_run_time=settings.expected_run_time,
+                n_bootstrap=max(settings.n_bootstrap, settings.expected_run_time),
                 max_reference=max_reference,
                 seed=seed,
             )
         return cls(
-            mmd=MMDDriftDetector(emb.half(), n_permutations=n_permutations, alpha=alpha, seed=seed),
+            mmd=MMDDriftDetector(emb.half(), n_permutations=settings.n_permutations, alpha=alpha, seed=seed),
             ks=KSDriftDetector(prob.half(), alpha=alpha),
             chi2=ChiSquaredDriftDetector(prob, num_classes=prob.shape[1], alpha=alpha),
             inputs=inputs,

@@ -96,7 +96,7 @@ def reference_size_problem(n_reference: int, window: int, tests: Tests = ALL_TES
     return (
         f"the drift reference holds {n_reference} images, fewer than the {needed} that calibrate drift tests "
         f"on windows of {window} (benchmarks/results/reference_size.md): refit it on at least {needed} "
-        f"held-out images (`imagenette drift --ckpt_path CKPT --refit-reference DIR`, or fit with a larger "
+        f"held-out images (`imagenette drift --ckpt_path CKPT --refit_reference DIR`, or fit with a larger "
         f"--data.val_fraction){window_fix}"
     )
 

@@ -50,7 +50,7 @@ PREDICTION_FIELDS = [
     pa.field("knn_distance", pa.float32(), nullable=True),
     pa.field("energy", pa.float32(), nullable=True),
     pa.field("unfamiliar", pa.bool_(), nullable=True),
-    pa.field("image", pa.binary(), nullable=True),  # original bytes, only with --log-images
+    pa.field("image", pa.binary(), nullable=True),  # original bytes, only with --log_images
 ]
 
 # One row per label posted to an authenticated `/feedback`; joined to predictions on request_id at monitor time.

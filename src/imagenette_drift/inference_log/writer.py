@@ -60,7 +60,7 @@ class PredictionPayload:
     height: int
     format: str
     n_bytes: int
-    image: bytes | None = None  # the original bytes, only with --log-images
+    image: bytes | None = None  # the original bytes, only with --log_images
     knn_distance: float | None = (
         None  # familiarity (familiarity/reference.py), None without a bank in the card
     )

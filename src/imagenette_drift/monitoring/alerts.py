@@ -28,7 +28,7 @@ class AlertPolicy:
     def __post_init__(self) -> None:
         for name in ("alert_k", "clear_k"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}.")
+                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}.")
         if self.cooldown_s < 0:
             raise ValueError(f"--cooldown must not be negative, got {self.cooldown_s} s.")
 

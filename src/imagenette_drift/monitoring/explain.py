@@ -87,7 +87,7 @@ def add_witness_thumbnails(
     out_dir: Path,
     reference_root: Path | None = None,
 ) -> int:
-    """Thumbnails of the witness images of `rows`' explanations (logged with `--log-images`), each beside its
+    """Thumbnails of the witness images of `rows`' explanations (logged with `--log_images`), each beside its
     nearest held-out image (under `reference_root`); the rows' `explanation` JSON gains their paths.
 
     Args:

@@ -199,7 +199,7 @@ class Monitor:
             threads=self.config.threads,
         )
         result = run_engine(self.config.engine, job, self.config.ray_address)
-        if self.context.explainer is not None:  # witness thumbnails, from a log written with --log-images
+        if self.context.explainer is not None:  # witness thumbnails, from a log written with --log_images
             add_witness_thumbnails(
                 result.rows, self.location, sorted(new.predictions), self.out, self.config.reference_root
             )

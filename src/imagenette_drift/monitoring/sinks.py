@@ -90,10 +90,10 @@ class GitHubDispatchSink:
 
     def __post_init__(self) -> None:
         if not _REPO.fullmatch(self.repo):
-            raise ValueError(f"--github-repo must be owner/name, got {self.repo!r}.")
+            raise ValueError(f"--github_repo must be owner/name, got {self.repo!r}.")
         if not self.token:
             raise ValueError(
-                "--github-repo needs a token in the GITHUB_TOKEN environment variable (a fine-grained token "
+                "--github_repo needs a token in the GITHUB_TOKEN environment variable (a fine-grained token "
                 "with Contents: read and write on the repository); it is never accepted as a flag."
             )
 

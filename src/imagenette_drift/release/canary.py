@@ -260,7 +260,7 @@ def decide(
         action = "hold"
         reason = (
             f"too few records to judge the model: stable {stable.n}, canary {canary.n} in the window, "
-            f"{policy.min_records} needed each (--min-records); let the canary bake longer"
+            f"{policy.min_records} needed each (--min_records); let the canary bake longer"
         )
     else:
         action = "promote"

@@ -109,8 +109,8 @@ def read_window(
         not stable.revision or not canary.revision or stable.revision == canary.revision
     ):
         raise UserError(
-            f"stable and canary serve the same model ({stable.model_sha256[:12]}): pass --stable-revision "
-            "and --canary-revision (their Cloud Run revision names) so their records can be told apart."
+            f"stable and canary serve the same model ({stable.model_sha256[:12]}): pass --stable_revision "
+            "and --canary_revision (their Cloud Run revision names) so their records can be told apart."
         )
     location = LogLocation(log_url)
     since = None

@@ -67,7 +67,7 @@ def rollback(service: Service, stable_revision: str) -> list[str]:
     """`--to-revisions STABLE=100`: all traffic back to the stable revision (the canary keeps its tag, for
     inspection, and serves nothing)."""
     if not stable_revision:
-        raise ValueError("rollback needs the stable revision's name (--stable-revision).")
+        raise ValueError("rollback needs the stable revision's name (--stable_revision).")
     return [
         "gcloud", "run", "services", "update-traffic", service.name, *service.flags(),
         "--to-revisions", f"{stable_revision}=100",

@@ -1,6 +1,6 @@
 """Turn the logged images that have a feedback label into an ImageFolder training set (`train/<wnid>/...`).
 
-A prediction record (with its image, `serve --log-images`) and a label record are joined on `request_id`; the
+A prediction record (with its image, `serve --log_images`) and a label record are joined on `request_id`; the
 latest label of a request wins. Label records are written by the authenticated `POST /feedback` only, so
 every label used here came with the server's bearer token. With a base data set, its training images are
 linked (symlinks) beside the logged ones and its `val/` (the test set) is linked too, so the result is a data
@@ -44,7 +44,7 @@ class ExportSummary:
         records: Distinct prediction records in the log.
         labels: Requests with a feedback label.
         skipped_unlabelled: Records with no label (not used).
-        skipped_imageless: Labelled records logged without their image (server ran without --log-images).
+        skipped_imageless: Labelled records logged without their image (server ran without --log_images).
         orphan_labels: Labels whose request has no prediction record in the log (not flushed yet, or deleted).
         skipped_files: Log files that could not be read (path -> reason).
     """
@@ -120,7 +120,7 @@ def export_labelled(log: str, output: Path, base: Path | None = None) -> ExportS
     if not with_image.num_rows:
         raise MissingDataError(
             f"the log {log} holds no labelled image to export ({summary.labels} label(s), "
-            f"{summary.skipped_imageless} of them on records without an image: serve with --log-images)."
+            f"{summary.skipped_imageless} of them on records without an image: serve with --log_images)."
         )
     _build(output, with_image, label_of, base, base_classes, summary)
     return summary

@@ -1,6 +1,6 @@
 """Judge a candidate against the champion on a production window: both models replay the logged images.
 
-Each model answers the window's logged images (`serve --log-images`) through the inference core, as the
+Each model answers the window's logged images (`serve --log_images`) through the inference core, as the
 gate's test-set evaluation does, and is measured with its own model card: estimated accuracy by COT (Lu et
 al., NeurIPS 2023) when both cards store the held-out class shares, else by ATC-MC (Garg et al., ICLR 2022;
 `estimation/`), one method for both, the share of images beyond its familiarity thresholds (k-NN
@@ -16,7 +16,7 @@ estimation benchmarks: a tighter bar would refuse candidates on estimator noise.
 
 Pitfall: images the candidate was trained on (`imagenette export-labelled` takes the labelled ones from the
 log) inflate its realized and estimated accuracy there: judge it on a window served after the export, or
-leave those records out (`window.exclude_trained`, `imagenette gate --exclude-trained`).
+leave those records out (`window.exclude_trained`, `imagenette gate --exclude_trained`).
 Without logged images only the champion can be described (from what the log holds); the candidate is not
 compared and the comparison says so.
 """
@@ -201,9 +201,9 @@ def compare_on_window(
     if with_images.num_rows == 0:
         champ = _from_log(champion, records)
         why = (
-            f"the log holds no images for these {records.num_rows} records (serve with --log-images)"
+            f"the log holds no images for these {records.num_rows} records (serve with --log_images)"
             if n_images == 0
-            else f"all {n_images} records with an image were in the candidate's training data (--exclude-trained)"
+            else f"all {n_images} records with an image were in the candidate's training data (--exclude_trained)"
         )
         not_compared.append(
             f"{why}, so the candidate could not answer them; the champion's column is what the log holds"

@@ -37,7 +37,7 @@ from imagenette_drift.monitoring.windows import CLOSED, US, WindowCursor, Window
 
 LATEST = "latest"
 TRAINED_COLUMN = "trained"  # set by `exclude_trained`: the record's image is in the candidate's training data
-# What a window's comparison reads from each prediction record (`image` is null without --log-images).
+# What a window's comparison reads from each prediction record (`image` is null without --log_images).
 RECORD_COLUMNS = [
     "request_id",
     "timestamp",
@@ -156,7 +156,7 @@ def exclude_trained(window: ProductionWindow, roots: list[Path]) -> ProductionWi
     for root in roots:
         if not (Path(root) / SUMMARY_NAME).is_file():
             raise MissingDataError(
-                f"--exclude-trained {root} is not a folder written by `imagenette export-labelled` (no {SUMMARY_NAME})."
+                f"--exclude_trained {root} is not a folder written by `imagenette export-labelled` (no {SUMMARY_NAME})."
             )
         stems |= exported_stems(root)
     trained = pa.array([logged_stem(r) in stems for r in window.records["request_id"].to_pylist()])
@@ -196,7 +196,7 @@ def _monitor_window(keys: pa.Table, model_sha256: str, monitor_out: Path | None)
     if not rows or not state_path.is_file():
         raise MissingDataError(
             f"--window latest reads the monitor's window table {out / TABLE_NAME}, which has no window yet; run "
-            "`imagenette monitor --out` there first, or leave out --monitor-out (the log's newest UTC hour)."
+            "`imagenette monitor --out` there first, or leave out --monitor_out (the log's newest UTC hour)."
         )
     state = json.loads(state_path.read_text())
     if state.get("model") != model_sha256:

@@ -61,7 +61,7 @@ def drift_metrics(reports: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, f
 
 
 def drift_label(report: Mapping[str, Any]) -> str:
-    """What a report tested: "clean", or "<corruption>-<severity>" for `imagenette drift --corruption`."""
+    """What a report tested: "clean", or "<corruption>-<severity>" for `imagenette drift --data.corruption`."""
     source = report.get("source") or {}
     if source.get("corruption"):
         return f"{source['corruption']}-{source['severity']}"

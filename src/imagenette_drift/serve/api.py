@@ -34,7 +34,7 @@ class _Input:
     height: int
     format: str
     n_bytes: int
-    data: bytes | None  # the original bytes, kept only with --log-images
+    data: bytes | None  # the original bytes, kept only with --log_images
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +89,7 @@ class ImagenetteAPI(ls.LitAPI):
                 with its response, for the API process's log writer; the worker computes the input statistics,
                 once per batch, on a thread of its own while the model runs (NumPy and the runtimes release
                 the GIL), so they add CPU but almost no latency when a second core is free.
-            log_images: Include the original image bytes in that payload (`--log-images`).
+            log_images: Include the original image bytes in that payload (`--log_images`).
         """
         loop = GreedyBatchedLoop() if max_batch_size > 1 else "auto"
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, loop=loop)

@@ -109,7 +109,7 @@ def open_image(data: bytes, max_pixels: int) -> tuple[torch.Tensor, str]:
                 raise RequestRejected(
                     413,
                     f"image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,} "
-                    "(--max-pixels); send a smaller image.",
+                    "(--max_pixels); send a smaller image.",
                 )
             image.load()
             return pil_to_tensor(image), image.format or "unknown"
@@ -117,7 +117,7 @@ def open_image(data: bytes, max_pixels: int) -> tuple[torch.Tensor, str]:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise RequestRejected(
-            413, f"image has too many pixels (a decompression bomb?), over the --max-pixels limit: {e}"
+            413, f"image has too many pixels (a decompression bomb?), over the --max_pixels limit: {e}"
         ) from e
     except UnidentifiedImageError as e:
         raise RequestRejected(400, "the file is not an image in a format Pillow can read.") from e

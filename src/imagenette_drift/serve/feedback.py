@@ -39,7 +39,7 @@ def feedback_endpoint(
             return _error(
                 404,
                 f"POST /feedback is off: {why}. Start the server with --log and the token in ${TOKEN_ENV} "
-                "(or --feedback-token).",
+                "(or --feedback_token).",
             )
         scheme, _, supplied = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not supplied.strip():

@@ -19,7 +19,7 @@ from imagenette_drift.serve.metrics import ServerMetrics
 ACCEPTED_TYPES = ("application/json", "multipart/form-data")
 CLIENT_CLOSED = 499  # nginx's code for "client closed the connection before the response"
 DRAIN_FACTOR = (
-    10  # an oversized body is read and dropped up to this many times --max-bytes, then the socket closes
+    10  # an oversized body is read and dropped up to this many times --max_bytes, then the socket closes
 )
 
 
@@ -92,7 +92,7 @@ class PredictGuard:
             return False  # a malformed header: the server's HTTP parser has already vetted it
 
     def _too_large_detail(self) -> str:
-        return f"the request body is over the limit of {self.max_bytes:,} bytes (--max-bytes); send a smaller image."
+        return f"the request body is over the limit of {self.max_bytes:,} bytes (--max_bytes); send a smaller image."
 
 
 def media_type_of(content_type: str) -> str:

@@ -65,7 +65,7 @@ def resolve_checkpoint(
         actual = file_sha256(resolved.path)
         if actual != expected_sha256.lower():
             raise StorageError(
-                f"{location} has sha256 {actual}, but --expected-sha256 is {expected_sha256}; refusing to serve "
+                f"{location} has sha256 {actual}, but --expected_sha256 is {expected_sha256}; refusing to serve "
                 "it. Check the URI (and generation) or update the expected hash."
             )
     return resolved
