@@ -61,7 +61,19 @@ def test_benchmarks_run_on_the_sample(trained_checkpoint: Path, sample_root: Pat
     results = json.loads((tmp_path / "acc.json").read_text())
     assert set(results["cells"]) == {"clean", "fog-5", "gaussian_noise-5", "rotate-90"}
     assert results["primary"] == "cot_ls"
-    methods = {"atc_mc", "atc_ne", "ac", "doc", "cot", "cott", "cot_ls", "nuclear", "cot_f", "fd_reg", "meta_reg"}
+    methods = {
+        "atc_mc",
+        "atc_ne",
+        "ac",
+        "doc",
+        "cot",
+        "cott",
+        "cot_ls",
+        "nuclear",
+        "cot_f",
+        "fd_reg",
+        "meta_reg",
+    }
     assert methods <= set(results["cells"]["fog-5"]["windows"]["20"])
     table = (tmp_path / "acc.md").read_text()
     assert "| all corruptions (LOFO) | 20 | 2 |" in table and "| own shifts | 20 | 1 |" in table
