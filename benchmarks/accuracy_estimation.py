@@ -131,19 +131,27 @@ class Features:
         )
 
 
-def _interval_terms(reference: EstimationReference, row: dict) -> tuple[float, float, float]:
-    """(|error|, the interval's variance without the bias term, the estimated drop) of the primary in a row."""
-    p, a = min(max(row[reference.primary], 0.0), 1.0), reference.heldout_accuracy
+def _interval_terms(
+    reference: EstimationReference, row: dict, method: str | None = None
+) -> tuple[float, float, float]:
+    """(|error|, the interval's variance without the bias term, the estimated drop) of `method` (default: the
+    primary) in a row."""
+    p, a = min(max(row[method or reference.primary], 0.0), 1.0), reference.heldout_accuracy
     variance = p * (1 - p) / row["n"] + a * (1 - a) / reference.n_heldout
     return abs(p - row["true"]), variance, max(0.0, a - p)
 
 
 def fit_bias_fraction(reference: EstimationReference, rows: list[dict], coverage: float = 0.9) -> float:
     """The smallest `EstimationReference.bias_fraction` whose 90% interval holds the truth in `coverage` of the
-    meta-set windows (the bias allowance is that fraction of the estimated drop, as a standard deviation)."""
+    meta-set windows (the bias allowance is that fraction of the estimated drop, as a standard deviation).
+
+    Fitted on COT's readings: the allowance is for the bias under covariate shift, where `cot_ls` is COT; on the
+    meta-sets (corrupted held-out images, the rows `cot_ls` compares against) its label-shift test would be
+    judged on the rows it was fitted on.
+    """
     needed = []
     for row in rows:
-        error, variance, drop = _interval_terms(reference, row)
+        error, variance, drop = _interval_terms(reference, row, "cot" if reference.has_transport else None)
         excess = (error / Z90) ** 2 - variance
         needed.append(0.0 if excess <= 0 else (math.sqrt(excess) / drop if drop > 0 else math.inf))
     return float(np.quantile(needed, coverage))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,3 +82,19 @@ class ModelCard:
             explanation=data.get("explanation"),
             training=data.get("training"),
         )
+
+
+def check_field_version(state: dict[str, Any], field_name: str, supported: Collection[int]) -> int:
+    """The `version` of a card field's state (`drift`, `estimation`, ...), checked against what this code reads.
+
+    Raises:
+        ValueError: a version outside `supported`, naming the field and the fix (retrain to store a current one).
+    """
+    version = state.get("version")
+    if version not in supported:
+        expected = ", ".join(map(str, sorted(supported)))
+        raise ValueError(
+            f"{field_name} reference version {version} is not supported (expected {expected}); retrain to store "
+            "a current one."
+        )
+    return version

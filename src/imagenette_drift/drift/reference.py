@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from imagenette_drift.card import check_field_version
 from imagenette_drift.drift.mmd import MMDDriftDetector
 from imagenette_drift.drift.online import OnlineDriftMonitor
 from imagenette_drift.drift.univariate import ChiSquaredDriftDetector, KSDriftDetector
@@ -131,10 +132,7 @@ class DriftReference:
     def from_state_dict(
         cls, state: dict[str, Any], device: torch.device | str | None = None
     ) -> DriftReference:
-        if state.get("version") != REFERENCE_VERSION:
-            raise ValueError(
-                f"Drift reference version {state.get('version')} is not supported (expected {REFERENCE_VERSION})."
-            )
+        check_field_version(state, "Drift", {REFERENCE_VERSION})
         online, inputs = state.get("online"), state.get("inputs")
         return cls(
             mmd=MMDDriftDetector.from_state_dict(state["mmd"], device=device),

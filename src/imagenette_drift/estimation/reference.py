@@ -33,6 +33,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from imagenette_drift.card import check_field_version
 from imagenette_drift.estimation.confidence import (
     apply_temperature,
     atc_threshold,
@@ -268,12 +269,7 @@ class EstimationReference:
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> EstimationReference:
         """Load a card's `estimation` field, of this version or an older one (estimating with fewer methods)."""
-        version = state.get("version")
-        if version not in SUPPORTED_VERSIONS:
-            raise ValueError(
-                f"Estimation reference version {version} is not supported (expected one of "
-                f"{', '.join(map(str, SUPPORTED_VERSIONS))}); retrain to store a current one."
-            )
+        check_field_version(state, "Estimation", SUPPORTED_VERSIONS)
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in state.items() if k in known}
         if values.get("class_shares") is not None:

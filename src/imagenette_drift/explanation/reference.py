@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from imagenette_drift.card import check_field_version
 from imagenette_drift.drift.functional import gaussian_kernel, squared_distances
 
 __all__ = [
@@ -233,11 +234,7 @@ class ExplanationReference:
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> ExplanationReference:
-        if state.get("version") != EXPLANATION_VERSION:
-            raise ValueError(
-                f"Explanation reference version {state.get('version')} is not supported "
-                f"(expected {EXPLANATION_VERSION}); retrain to store a current one."
-            )
+        check_field_version(state, "Explanation", {EXPLANATION_VERSION})
         return cls(**{k: v for k, v in state.items() if k != "version"})
 
 

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from imagenette_drift.card import check_field_version
+
 __all__ = ["FamiliarityReference", "energy_score", "knn_distance"]
 
 Rule = Literal["knn", "energy", "either"]
@@ -184,9 +186,5 @@ class FamiliarityReference:
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> FamiliarityReference:
-        if state.get("version") != FAMILIARITY_VERSION:
-            raise ValueError(
-                f"Familiarity reference version {state.get('version')} is not supported "
-                f"(expected {FAMILIARITY_VERSION}); retrain to store a current one."
-            )
+        check_field_version(state, "Familiarity", {FAMILIARITY_VERSION})
         return cls(**{k: v for k, v in state.items() if k != "version"})
