@@ -226,9 +226,10 @@ def score_windows(
 
 
 def summarise(rows: list[dict]) -> dict:
-    out = {m: float(np.mean([100 * abs(r[m] - r["true"]) for r in rows])) for m in ALL_METHODS}
+    methods = [m for m in ALL_METHODS if m in rows[0]]  # cot_ls only on cards that can compute it
+    out = {m: float(np.mean([100 * abs(r[m] - r["true"]) for r in rows])) for m in methods}
     out["unfamiliar"] = float(np.mean([r["unfamiliar"] for r in rows]))
-    out["bias"] = {m: float(np.mean([100 * (r[m] - r["true"]) for r in rows])) for m in ALL_METHODS}
+    out["bias"] = {m: float(np.mean([100 * (r[m] - r["true"]) for r in rows])) for m in methods}
     return out | {
         "true": float(np.mean([r["true"] for r in rows])),
         "coverage": float(np.mean([r["covered"] for r in rows])),
@@ -406,7 +407,7 @@ def table(results: dict, windows: list[int]) -> str:
         rows = [(g, [cells[n]["windows"][w] for n in names]) for g, names in _groups(cells).items() if names]
         rows.append(("label shift", [results["label_shift"][w]]))
         for group, stats in rows:
-            values = [f"{np.mean([s[m] for s in stats]):.1f}" for m in ALL_METHODS]
+            values = [f"{np.mean([s[m] for s in stats]):.1f}" if m in stats[0] else "-" for m in ALL_METHODS]
             true = np.mean([s["true"] for s in stats])
             coverage = np.mean([s["coverage"] for s in stats])
             n = len(stats) if group != "label shift" else "-"

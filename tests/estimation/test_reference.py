@@ -209,3 +209,11 @@ def test_cot_holds_on_a_calibrated_window_and_its_interval_widens_with_the_drop(
     assert cot.estimate == pytest.approx(reference.class_shares[2], abs=0.01)
     binomial = 1.96 * math.sqrt(cot.estimate * (1 - cot.estimate) / 200)
     assert cot.upper - cot.estimate > binomial + 0.05  # the bias allowance of a large estimated drop
+
+
+def test_a_heldout_split_missing_a_class_gets_cot_without_the_label_shift_test():
+    logits, labels = _calibrated(500, 2.0, seed=13)
+    keep = labels != 4  # no held-out image of class 4
+    reference = EstimationReference.fit(logits[keep], labels[keep])
+    assert not reference.has_label_shift and reference.primary == "cot"
+    assert "cot_ls" not in reference.estimate(logits.softmax(1)) and reference.state_dict()["version"] == 2

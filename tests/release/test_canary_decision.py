@@ -226,7 +226,7 @@ def test_a_collapsed_canary_is_rolled_back_on_the_estimate_alone(
     assert failed == ["estimated_accuracy"], decision["checks"]
     assert decision["canary"]["estimation_method"] == decision["stable"]["estimation_method"] == "cot_ls"
     assert decision["canary"]["estimated_accuracy"] == pytest.approx(canary_estimate, abs=0.01)
-    assert "| estimated top-1 (cot) |" in out
+    assert "| estimated top-1 (cot_ls) |" in out
     # The confidence-based estimate is fooled by the confident collapse: it rates the canary near 100%.
     reference = EstimationReference.from_state_dict(canary.card.estimation)
     probs = canary.embed_and_predict(torch.stack([canary.transform(read_image(p)) for p in images]))[1]

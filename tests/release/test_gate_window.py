@@ -127,7 +127,7 @@ def test_a_collapsed_candidate_is_refused_on_the_estimate_alone(
     }  # same embeddings, same familiarity
     cand, champ = production["candidate"], production["champion"]
     assert cand["estimation_method"] == champ["estimation_method"] == "cot_ls"
-    assert "| estimated accuracy (cot) |" in out
+    assert "| estimated accuracy (cot_ls) |" in out
     # Every image goes to the class rarest in held-out: COT's estimate is about that class's held-out share.
     collapsed = load_for_inference(collapsed_checkpoint)
     reference = EstimationReference.from_state_dict(collapsed.card.estimation)

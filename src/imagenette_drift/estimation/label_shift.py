@@ -28,6 +28,7 @@ from torch import Tensor
 
 __all__ = [
     "LOG_PROB_FLOOR",
+    "MIN_PER_CLASS",
     "bbse_shares",
     "label_shift_thresholds",
     "log_prob_features",
@@ -38,6 +39,8 @@ __all__ = [
 ]
 
 LOG_PROB_FLOOR = -12.0
+# Held-out images each class needs for the label-shift test (one in each half of the threshold's simulation).
+MIN_PER_CLASS = 2
 # Window sizes at which the held-out threshold is simulated; other sizes interpolate on 1/n.
 THRESHOLD_WINDOWS = (20, 50, 100, 200, 500)
 
@@ -111,15 +114,18 @@ def label_shift_thresholds(
 ) -> dict[int, float]:
     """The weighted MMD^2 that pure label shifts of the held-out split stay below, per window size.
 
-    The held-out split is halved (seeded): one half is the reference, and `n_windows` windows per size in
+    The held-out split is halved class by class (seeded; every class needs 2 images, see `MIN_PER_CLASS`): one
+    half is the reference, and `n_windows` windows per size in
     `THRESHOLD_WINDOWS` are drawn from the other with Dirichlet(0.5) class shares (with replacement within a
     class), each scored as `EstimationReference` scores a window. Returns ``{window size: quantile}``.
     """
     probs, labels = probs.detach().float().cpu(), labels.detach().long().cpu()
     c = probs.shape[1]
     g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(labels), generator=g)
-    ref, pool = order[: len(order) // 2], order[len(order) // 2 :]
+    halves = [torch.nonzero(labels == k).flatten() for k in range(c)]  # stratified: each class in both halves
+    halves = [m[torch.randperm(len(m), generator=g)] for m in halves]
+    ref = torch.cat([m[: len(m) // 2] for m in halves])
+    pool = torch.cat([m[len(m) // 2 :] for m in halves])
     confusion = soft_confusion(probs[ref], labels[ref], c)
     features = log_prob_features(probs[ref])
     bandwidth = median_bandwidth(features)

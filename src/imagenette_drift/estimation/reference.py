@@ -41,6 +41,7 @@ from imagenette_drift.estimation.confidence import (
     fit_temperature,
 )
 from imagenette_drift.estimation.label_shift import (
+    MIN_PER_CLASS,
     bbse_shares,
     label_shift_thresholds,
     log_prob_features,
@@ -77,6 +78,15 @@ FALLBACK_NOTE = (
     "this model card predates transport-based estimation (no held-out class shares); decisions read ATC-MC, "
     "which stays high when a corrupted input makes the model confidently wrong: retrain to store them"
 )
+
+
+def label_shift_fields(probs: Tensor, labels: Tensor) -> dict[str, Any]:
+    """`EstimationReference`'s version-3 fields from (N, C) scaled held-out softmax rows and (N,) labels."""
+    return {
+        "heldout_probs": probs.contiguous(),
+        "heldout_labels": labels.contiguous(),
+        "label_shift_thresholds": label_shift_thresholds(probs, labels),
+    }
 
 
 @dataclass(frozen=True)
@@ -147,13 +157,19 @@ class EstimationReference:
             labels: (N,) held-out class indices.
             bias_fraction: see the field of that name; the benchmark fits 0.12 on meta-sets of all four
                 corruption families on the 4-epoch model and 0.44 on a 1-epoch one (`benchmarks/results/`); 0.3 lies between.
+
+        A held-out split with fewer than `label_shift.MIN_PER_CLASS` images of some class gets no `cot_ls` (its
+        primary is COT): the label-shift test needs every class's held-out rows.
         """
         temperature = fit_temperature(logits, labels)
         probs = (logits.detach().float().cpu() / temperature).softmax(dim=1)
         labels = labels.detach().long().cpu()
         correct = probs.argmax(dim=1) == labels
         accuracy = float(correct.float().mean())
-        shares = torch.bincount(labels, minlength=probs.shape[1]).float() / len(labels)
+        counts = torch.bincount(labels, minlength=probs.shape[1])
+        shares = counts.float() / len(labels)
+        # cot_ls needs every class in both halves of its threshold simulation; a smaller split gets COT only.
+        label_shift_ready = bool((counts >= MIN_PER_CLASS).all())
         return cls(
             temperature=temperature,
             atc_threshold_mc=atc_threshold(confidence_scores(probs, "max_confidence"), correct),
@@ -165,9 +181,7 @@ class EstimationReference:
             cott_threshold=cott_threshold(probs, shares, 1.0 - accuracy),
             heldout_cot_error=transport_cost(probs, shares),
             heldout_nuclear=nuclear_score(probs),
-            heldout_probs=probs.contiguous(),
-            heldout_labels=labels.contiguous(),
-            label_shift_thresholds=label_shift_thresholds(probs, labels),
+            **(label_shift_fields(probs, labels) if label_shift_ready else {}),
             bias_fraction=bias_fraction,
         )
 
