@@ -1,6 +1,6 @@
 """Cost of per-request familiarity (k-NN distance + energy + JSON) per image, beside the model's forward pass.
 
-Target (issue #15): at most 0.5 ms per image on 2 cores. The familiarity reference is the one `imagenette fit`
+Target: at most 0.5 ms per image on 2 cores. The familiarity reference is the one `imagenette fit`
 stores (bank of `--bank` L2-normalised fp16 embeddings of dimension 512, a 10-class linear head, k=5); the
 baseline in the same run is a ResNet-18 forward pass at 160 px (the served model, untrained weights: the
 timing does not depend on them). Run: ``python benchmarks/familiarity_bench.py [--threads 2] [--bank 1000]``.

@@ -4,8 +4,8 @@ Writes N synthetic prediction records in the inference-log schema (v1; fp16 embe
 12 input statistics), as three replicas' files under the hive layout, then times one monitor run end to end
 (listing, schema checks, reading, windowing, MMD with its permutation p-value plus the KS and label-shift tests
 per window of 500, the window table and reports) for each engine on the same files. The reference is 1,000
-in-distribution rows; the last 10% of the traffic is shifted, so drifting windows exist. The target (issue
-#13) is DuckDB within 60 s on the project's 2-core machine; Ray Data (local, same CPUs) is the comparison.
+in-distribution rows; the last 10% of the traffic is shifted, so drifting windows exist. The target is
+DuckDB within 60 s on the project's 2-core machine; Ray Data (local, same CPUs) is the comparison.
 
 Run: ``python benchmarks/monitor_bench.py [--records 1000000] [--threads 2] [--engines duckdb,ray]``.
 """

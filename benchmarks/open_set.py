@@ -1,6 +1,6 @@
 """Open-set familiarity: AUROC and FPR at 95% TPR of max-softmax, energy and k-NN distance, in one run.
 
-Protocol (issue #15): train with two classes left out (`imagenette fit ... --data.exclude_classes=[tench,
+Protocol: train with two classes left out (`imagenette fit ... --data.exclude_classes=[tench,
 parachute]`); the familiarity reference (held-out bank, head) comes from that checkpoint's card. Positives
 (familiar) are the official val images of the eight trained classes; negatives are (a) the val images of the two
 left-out classes and (b) severity-5 corruptions of the in-class val images. Scores, higher = less familiar:

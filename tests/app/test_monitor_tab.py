@@ -72,7 +72,7 @@ def test_monitoring_tab_draws_the_windows_and_marks_the_drifting_ones(
             assert marked == drifting
             first = rows.nth(0).locator("td")
             assert first.nth(0).inner_text() == "0" and first.nth(2).inner_text() == "20"
-            for window in status["windows"]:  # drifting windows name what they look like (issue #15)
+            for window in status["windows"]:  # drifting windows name what they look like
                 cells = page.locator(f'#monitor-table tr[data-window="{window["window"]}"] td')
                 assert cells.nth(11).inner_text() == (window["top_signature"] or "-")
                 assert (window["top_signature"] is not None) == window["drift"]

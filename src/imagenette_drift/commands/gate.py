@@ -19,6 +19,8 @@ from imagenette_drift.data.layout import scan_split
 from imagenette_drift.data.root import resolve_root
 from imagenette_drift.errors import BadCheckpointError, MissingCheckpointError, UserError
 from imagenette_drift.release.gate import (
+    DEFAULT_MIN_ACCURACY,
+    DEFAULT_TOLERANCE,
     GateDecision,
     decide,
     evaluate,
@@ -79,8 +81,8 @@ class GateOptions:
     candidate: str
     champion: str | None = None
     registry: str | None = None
-    tolerance: float = 0.005
-    min_accuracy: float = 0.85
+    tolerance: float = DEFAULT_TOLERANCE
+    min_accuracy: float = DEFAULT_MIN_ACCURACY
     data: GateData = field(default_factory=GateData)
     output: list[Path] = field(default_factory=list)
     log: str | None = None

@@ -24,6 +24,11 @@ if TYPE_CHECKING:
     from imagenette_drift.release.production import WindowComparison
 
 
+# The gate's defaults (`imagenette gate --tolerance/--min_accuracy` take them from here).
+DEFAULT_TOLERANCE = 0.005  # 0.5 points of top-1
+DEFAULT_MIN_ACCURACY = 0.85
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """Top-1/top-5 accuracy (fractions) and mean NLL (nats) of one model on `images` labelled images."""
@@ -76,7 +81,10 @@ def evaluate(model: InferenceModel, split: Split, name: str, batch_size: int = 6
 
 
 def decide(
-    candidate: Evaluation, champion: Evaluation | None, tolerance: float = 0.005, min_accuracy: float = 0.85
+    candidate: Evaluation,
+    champion: Evaluation | None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    min_accuracy: float = DEFAULT_MIN_ACCURACY,
 ) -> GateDecision:
     """Pass when candidate top-1 >= champion top-1 - tolerance (no champion: >= min_accuracy)."""
     if champion is None:
