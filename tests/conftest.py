@@ -41,6 +41,32 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 os.environ.pop("IMAGENETTE_DATA", None)
 
 
+# The files that take longest (`make test --durations=15`), started first: `--dist loadfile` hands files to the
+# two workers in collection order, so a long file collected last leaves the other worker idle at the end.
+LONGEST_FIRST = (
+    "release/test_gate_window.py",
+    "drift/test_calibration.py",
+    "release/test_loop_demo.py",
+    "containers/test_serving_image.py",
+    "containers/test_training_image.py",
+    "serve/test_inference_log.py",
+    "test_dvc.py",
+    "test_hardware.py",
+    "monitoring/test_engines_and_sinks.py",
+    "serve/test_command.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tests_dir = Path(__file__).parent
+
+    def rank(item: pytest.Item) -> int:
+        relative = Path(item.fspath).relative_to(tests_dir).as_posix()
+        return LONGEST_FIRST.index(relative) if relative in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the rest keep their order
+
+
 def under_ci() -> bool:
     """True where `CI` is set to true (GitHub Actions, `.ci/run`): there a missing tool or data set is a failure."""
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
