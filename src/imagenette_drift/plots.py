@@ -34,6 +34,11 @@ def plot_confusion_matrix(
     ax.set_title(
         title or f"confusion matrix (accuracy {counts.diag().sum() / counts.sum().clamp(min=1):.3f})"
     )
+    return save_png(fig, path)
+
+
+def save_png(fig: plt.Figure, path: str | Path) -> Path:
+    """Lay out `fig`, write it to `path` as a PNG atomically (temp file, then rename) and close it."""
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

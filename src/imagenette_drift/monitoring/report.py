@@ -14,6 +14,7 @@ from imagenette_drift.explanation.report import explanation_markdown
 from imagenette_drift.io import atomic_path, write_text_atomic
 from imagenette_drift.monitoring.stats import TABLE_SCHEMA, TESTS
 from imagenette_drift.monitoring.status import MonitorStatus
+from imagenette_drift.plots import save_png
 
 TABLE_NAME = "windows.parquet"
 REPORT_NAME = "monitor_report"
@@ -135,11 +136,7 @@ def _plot(rows: list[dict[str, Any]], status: MonitorStatus, path: Path) -> Path
     bottom.set_xlabel("window")
     if bottom.get_legend_handles_labels()[0]:
         bottom.legend(loc="lower left", fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 class MonitorGauges:

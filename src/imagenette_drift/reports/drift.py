@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from imagenette_drift.io import atomic_path, write_text_atomic
+from imagenette_drift.io import write_text_atomic
+from imagenette_drift.plots import save_png
 
 
 def format_table(summary: dict[str, Any]) -> str:
@@ -52,8 +53,4 @@ def _plot(summary: dict[str, Any], path: Path) -> Path:
         f"drift tests on {summary['n_images']} images: {'DRIFT' if summary['drift'] else 'no drift'}"
     )
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return save_png(fig, path)

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from imagenette_drift.io import atomic_path
+from imagenette_drift.plots import save_png
 
 # Metric keys written by ImagenetteClassifier to `{stage}_metrics.json` -> names in metrics.json.
 METRIC_NAMES = {"acc": "top1", "acc_top5": "top5", "f1": "f1"}
@@ -124,11 +124,7 @@ def plot_learning_curves(curves: Mapping[str, Sequence[tuple[int, float]]], path
         ax.grid(alpha=0.3)
         if ax.has_data():
             ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def metrics_table(current: Mapping[str, float], baseline: Mapping[str, float] | None = None) -> str:
